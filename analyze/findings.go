@@ -1,0 +1,158 @@
+package analyze
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/host"
+)
+
+// A rule inspects the report being built and returns a finding or nil.
+type rule func(*ruleContext) *Finding
+
+// rules is the catalogue, evaluated in order; findings are then sorted by severity.
+var rules = []rule{
+	ruleTableFull, ruleTableNearFull, ruleNetNSNearFull,
+	ruleInsertFailed, ruleChainTooLong, ruleHashChainsLong, ruleMaxBucketsRatio,
+	ruleUnrepliedFlood, ruleTimeWaitDominant, ruleLoopbackTracked, ruleBusyPort,
+	ruleEstablishedTimeoutLong, ruleLegacy, ruleKubeProxy, ruleStatsUnavailable,
+}
+
+type ruleContext struct {
+	snap     *host.Snapshot
+	r        *Report
+	kv       KernelVersion
+	perEntry int64
+	now      time.Time
+}
+
+func severityRank(s string) int {
+	switch s {
+	case Critical:
+		return 0
+	case Warning:
+		return 1
+	}
+	return 2
+}
+
+func sortFindings(f []Finding) {
+	slices.SortStableFunc(f, func(a, b Finding) int { return cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)) })
+}
+
+func verdict(r *Report) Verdict {
+	for _, f := range r.Findings {
+		switch f.Severity {
+		case Critical, Warning:
+			return Verdict{Level: f.Severity, Reason: f.Summary}
+		}
+	}
+	reason := "the conntrack table has room and no packets are being dropped"
+	if r.Table.Max > 0 && r.Table.Count >= 0 {
+		reason = fmt.Sprintf("table %s full (%d of %d), no drops", pct(r.Table.Usage), r.Table.Count, r.Table.Max)
+	}
+	return Verdict{Level: Healthy, Reason: reason}
+}
+
+func pct(x float64) string {
+	switch {
+	case x >= 0.995 && x < 1:
+		return fmt.Sprintf("%.1f%%", x*100)
+	case x > 0 && x < 0.01:
+		return fmt.Sprintf("%.2f%%", x*100)
+	}
+	return fmt.Sprintf("%.0f%%", x*100)
+}
+
+func share(part, total int64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return float64(part) / float64(total)
+}
+
+// sysctlKey returns the sysctl name of a conntrack setting ("max",
+// "tcp_timeout_established") on this host: net.netfilter.nf_conntrack_* on
+// nf_conntrack kernels, the ip_conntrack names on legacy ones.
+func (c *ruleContext) sysctlKey(key string) string {
+	if c.snap.Settings.Legacy {
+		if key == "max" {
+			return "net.ipv4.ip_conntrack_max"
+		}
+		return "net.ipv4.netfilter.ip_conntrack_" + key
+	}
+	return "net.netfilter.nf_conntrack_" + key
+}
+
+// sysctlFile is where settings persist on this host.
+func (c *ruleContext) sysctlFile() string {
+	if c.snap.Settings.Legacy {
+		return "/etc/sysctl.conf"
+	}
+	return "/etc/sysctl.d/90-conntrack.conf"
+}
+
+// setSysctl returns the commands that set a sysctl now and persist it.
+func (c *ruleContext) setSysctl(key string, value int64) []string {
+	name := c.sysctlKey(key)
+	return []string{
+		fmt.Sprintf("sysctl -w %s=%d", name, value),
+		fmt.Sprintf("echo '%s = %d' >> %s   # persist across reboots", name, value, c.sysctlFile()),
+	}
+}
+
+// resizeFixes are the commands that size the table for a new max: max and
+// (modern default) as many buckets as entries, with the memory it costs.
+func (c *ruleContext) resizeFixes(newMax int64) []string {
+	buckets := newMax
+	if c.snap.Settings.Legacy || !c.kv.AtLeast(5, 15) {
+		buckets = newMax / 4
+	}
+	mem := TableMemory(newMax, buckets, c.perEntry)
+	fixes := c.setSysctl("max", newMax)
+	if !c.snap.Settings.Legacy {
+		fixes = append(fixes,
+			fmt.Sprintf("echo %d > /sys/module/nf_conntrack/parameters/hashsize   # buckets; persist with 'options nf_conntrack hashsize=%d' in /etc/modprobe.d/nf_conntrack.conf (or nf_conntrack.hashsize=%d on the kernel command line if built in)", buckets, buckets, buckets))
+	}
+	fixes[0] += fmt.Sprintf("   # costs up to %s of kernel memory when full", humanBytes(mem))
+	return fixes
+}
+
+// notrackFixes returns nft and iptables commands that stop tracking what
+// match selects (an nft match for the prerouting and output chains and the
+// iptables equivalents), always with the UNTRACKED accept rule first.
+func notrackFixes(nftIn, nftOut, iptIn, iptOut string) []string {
+	return []string{
+		"# nftables: accept untracked packets BEFORE any 'ct state' rule, or they stop matching (seed 000's outage)",
+		"nft insert rule inet filter input ct state untracked accept   # for each input/forward chain with ct state rules",
+		"nft add table inet ctdoctor_raw",
+		"nft add chain inet ctdoctor_raw prerouting '{ type filter hook prerouting priority raw; }'",
+		"nft add chain inet ctdoctor_raw output '{ type filter hook output priority raw; }'",
+		"nft add rule inet ctdoctor_raw prerouting " + nftIn + " notrack",
+		"nft add rule inet ctdoctor_raw output " + nftOut + " notrack",
+		"# iptables: the same, UNTRACKED accept first",
+		"iptables -I INPUT 1 -m conntrack --ctstate UNTRACKED -j ACCEPT",
+		"iptables -t raw -A PREROUTING " + iptIn + " -j NOTRACK",
+		"iptables -t raw -A OUTPUT " + iptOut + " -j NOTRACK",
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func rate(r *Report, name string) (float64, bool) {
+	v, ok := r.Stats.PerSecond[name]
+	return v, ok
+}

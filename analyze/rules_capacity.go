@@ -1,0 +1,133 @@
+package analyze
+
+import (
+	"fmt"
+	"time"
+)
+
+// nsLogEvents counts the log's table-full events that concern this
+// namespace: those naming its inode, plus those that name none (older
+// kernels do not say which namespace).
+func (c *ruleContext) nsLogEvents() (mine, unattributed int) {
+	l := c.snap.Log
+	attributed := 0
+	for _, n := range l.ByNetNS {
+		attributed += n.Count
+		if c.snap.NetNS.Inode != 0 && n.Inode == c.snap.NetNS.Inode {
+			mine += n.Count
+		}
+	}
+	return mine, l.TableFullEvents - attributed
+}
+
+func ruleTableFull(c *ruleContext) *Finding {
+	r := c.r
+	t := r.Table
+	mine, unattributed := c.nsLogEvents()
+	events := mine + unattributed
+	dropRate, haveRate := rate(r, "drop")
+	full := t.Max > 0 && t.Count >= t.Max
+	recentLog := events > 0 && !c.snap.Log.Last.IsZero() && c.now.Sub(c.snap.Log.Last) < time.Hour
+	if !full && r.Stats.Drop == 0 && events == 0 {
+		return nil
+	}
+	sev := Warning
+	summary := fmt.Sprintf("the table was full at some point: %d packets dropped since boot", r.Stats.Drop)
+	switch {
+	case full:
+		sev = Critical
+		summary = fmt.Sprintf("table full: %d entries, limit %d — new connections are being dropped", t.Count, t.Max)
+	case haveRate && dropRate > 0:
+		sev = Critical
+		summary = fmt.Sprintf("table full: dropping %.1f packets/s (%d since boot)", dropRate, r.Stats.Drop)
+	case recentLog:
+		sev = Critical
+		summary = fmt.Sprintf("table full within the last hour: %d kernel log events, last at %s", events, r.Log.Last)
+	case r.Stats.Drop == 0:
+		summary = fmt.Sprintf("the kernel logged %d \"table full, dropping packet\" events (last %s)", events, r.Log.Last)
+	}
+	ev := map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage),
+		"drop": r.Stats.Drop, "early_drop": r.Stats.EarlyDrop, "log_events": events}
+	if haveRate {
+		ev["drop_per_second"] = round3(dropRate)
+		if v, ok := rate(r, "early_drop"); ok {
+			ev["early_drop_per_second"] = round3(v)
+		}
+	}
+	if r.Log.First != "" {
+		ev["log_first"], ev["log_last"] = r.Log.First, r.Log.Last
+	}
+	if unattributed > 0 && mine > 0 {
+		ev["log_events_other_netns"] = unattributed
+	}
+	peak := t.Count
+	if peak < t.Max {
+		peak = t.Max
+	}
+	newMax := SuggestMax(peak, t.Max)
+	fixes := []string{"# 1. find what fills the table (the breakdown above) and stop tracking what needs no state — see the other findings"}
+	fixes = append(fixes, "# 2. give the table room: raise the limit (only postpones the problem if the cause keeps growing — seed 000)")
+	fixes = append(fixes, c.resizeFixes(newMax)...)
+	fixes = append(fixes, "# 3. shorten the timeouts of the states that dominate (see timewait-dominant / established-timeout-long / unreplied-flood)")
+	return &Finding{ID: "table-full", Severity: sev, Summary: summary, Evidence: ev,
+		Explanation: "Every connection the kernel tracks takes one entry in the conntrack table, which has a fixed limit " +
+			"(nf_conntrack_max). When a new connection arrives and the table is full, the kernel first tries to evict " +
+			"an entry that never got a reply (early drop); if it finds none, it drops the packet and logs " +
+			"\"nf_conntrack: table full, dropping packet\". Clients see timeouts and retries while the server looks idle, " +
+			"because the packets never reach it. The `drop` counter counts exactly these packets; `insert_failed` is something else.",
+		Fixes: fixes}
+}
+
+func ruleTableNearFull(c *ruleContext) *Finding {
+	t := c.r.Table
+	if t.Max <= 0 || t.Count < 0 || t.Count >= t.Max || t.Usage < 0.75 {
+		return nil
+	}
+	sev := Warning
+	if t.Usage >= 0.9 {
+		sev = Critical
+	}
+	newMax := SuggestMax(t.Count, t.Max)
+	return &Finding{ID: "table-near-full", Severity: sev,
+		Summary:  fmt.Sprintf("table %s full (%d of %d): a traffic burst will start dropping packets", pct(t.Usage), t.Count, t.Max),
+		Evidence: map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage), "early_drop": c.r.Stats.EarlyDrop},
+		Explanation: "The table is close to its limit. Once it is full, new connections are dropped unless an entry without " +
+			"a reply can be evicted. Common alerting thresholds are 75% (node-mixin) and 90%/95% (netdata).",
+		Fixes: append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.resizeFixes(newMax)...)}
+}
+
+func ruleNetNSNearFull(c *ruleContext) *Finding {
+	var worst []map[string]any
+	sev := ""
+	for _, ns := range c.snap.AllNetNS {
+		if ns.Max <= 0 || ns.Error != "" {
+			continue
+		}
+		u := float64(ns.Count) / float64(ns.Max)
+		if u < 0.75 {
+			continue
+		}
+		s := Warning
+		if u >= 0.9 {
+			s = Critical
+		}
+		if sev == "" || severityRank(s) < severityRank(sev) {
+			sev = s
+		}
+		worst = append(worst, map[string]any{"netns": ns.Name, "inode": ns.Inode, "count": ns.Count, "max": ns.Max, "usage": round3(u)})
+	}
+	if worst == nil {
+		return nil
+	}
+	return &Finding{ID: "netns-near-full", Severity: sev,
+		Summary:  fmt.Sprintf("%d network namespace(s) near the global conntrack limit (first: %v at %v)", len(worst), worst[0]["netns"], pct(worst[0]["usage"].(float64))),
+		Evidence: map[string]any{"namespaces": worst},
+		Explanation: "Each network namespace (container, pod, VRF) counts its own entries, but all of them are compared with the " +
+			"single global nf_conntrack_max. One busy container can hit the limit and drop its packets while the host's " +
+			"own count looks small — which is why host-level monitoring misses it.",
+		Fixes: []string{"ctdoctor --netns NAME   # diagnose that namespace: what fills it",
+			"# raise the global limit in the initial namespace (it applies to every namespace):",
+			"sysctl -w net.netfilter.nf_conntrack_max=" + itoa(SuggestMax(c.snap.AllNetNS[0].Max, c.snap.AllNetNS[0].Max))}}
+}
+
+func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }

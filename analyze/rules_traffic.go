@@ -1,0 +1,182 @@
+package analyze
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// minEntries is the smallest table worth a traffic-mix finding.
+const minEntries = 100
+
+func ruleUnrepliedFlood(c *ruleContext) *Finding {
+	b := c.r.Breakdown
+	un := b.Status["unreplied"]
+	if b.Total < minEntries || un < minEntries || share(un, b.Total) < 0.25 {
+		return nil
+	}
+	sev := Info
+	if c.r.Table.Usage >= 0.5 || share(un, b.Total) >= 0.5 {
+		sev = Warning
+	}
+	var topSvc []map[string]any
+	for _, s := range b.TopServices {
+		if s.Unreplied > 0 && len(topSvc) < 5 {
+			topSvc = append(topSvc, map[string]any{"proto": s.Proto, "port": s.Port, "unreplied": s.Unreplied})
+		}
+	}
+	synSent, synRecv := b.TCPState["SYN_SENT"], b.TCPState["SYN_RECV"]
+	fixes := []string{}
+	if b.Unreplied["tcp"] > 0 {
+		fixes = append(fixes, c.setSysctl("tcp_timeout_syn_sent", 30)...)
+		fixes = append(fixes, c.setSysctl("tcp_timeout_syn_recv", 30)...)
+		fixes = append(fixes, "sysctl -w net.ipv4.tcp_syncookies=1   # and consider SYNPROXY for a SYN flood")
+	}
+	if b.Unreplied["udp"] > 0 {
+		fixes = append(fixes, c.setSysctl("udp_timeout", 10)...)
+	}
+	fixes = append(fixes, "# drop or rate-limit the sources at the edge; see top_sources")
+	return &Finding{ID: "unreplied-flood", Severity: sev,
+		Summary: fmt.Sprintf("%s of entries never got a reply (%d: tcp %d, udp %d)", pct(share(un, b.Total)), un, b.Unreplied["tcp"], b.Unreplied["udp"]),
+		Evidence: map[string]any{"unreplied": un, "total": b.Total, "share": round3(share(un, b.Total)),
+			"by_l4": b.Unreplied, "syn_sent": synSent, "syn_recv": synRecv, "services": topSvc, "top_sources": b.TopSources},
+		Explanation: "[UNREPLIED] entries are connections whose other side never answered: SYN floods, scans, UDP sent to " +
+			"closed ports or dead peers, DNS retries. Each one still holds an entry until its timeout (SYN_SENT 120 s, UDP 30 s). " +
+			"They are the only entries early drop can evict when the table is full, but a flood creates them faster.",
+		Fixes: fixes}
+}
+
+func ruleTimeWaitDominant(c *ruleContext) *Finding {
+	b := c.r.Breakdown
+	tw := b.TCPState["TIME_WAIT"]
+	if b.Total < minEntries || share(tw, b.Total) < 0.5 {
+		return nil
+	}
+	sev := Info
+	if c.r.Table.Usage >= 0.5 {
+		sev = Warning
+	}
+	twTimeout := c.snap.Settings.Timeouts["tcp_timeout_time_wait"]
+	var svc []map[string]any
+	for _, s := range b.TopServices {
+		if s.TimeWait > 0 && len(svc) < 5 {
+			svc = append(svc, map[string]any{"proto": s.Proto, "port": s.Port, "time_wait": s.TimeWait, "loopback": s.Loopback})
+		}
+	}
+	rateEst := ""
+	if twTimeout > 0 {
+		rateEst = fmt.Sprintf(" — about %d closed connections per second", tw/twTimeout)
+	}
+	return &Finding{ID: "timewait-dominant", Severity: sev,
+		Summary: fmt.Sprintf("%s of entries are TIME_WAIT (%d): short-lived connections%s", pct(share(tw, b.Total)), tw, rateEst),
+		Evidence: map[string]any{"time_wait": tw, "total": b.Total, "share": round3(share(tw, b.Total)),
+			"tcp_timeout_time_wait": twTimeout, "services": svc},
+		Explanation: "A closed TCP connection stays in the table as TIME_WAIT for nf_conntrack_tcp_timeout_time_wait (120 s by " +
+			"default, twice the socket's own 60 s TIME_WAIT). A server that opens a new connection per request — nginx to a " +
+			"local upstream without keepalive is the classic case (seed 001: over 90% TIME_WAIT) — fills the table with " +
+			"connections that are already over. The steady count is connection rate × timeout.",
+		Fixes: append(append([]string{"# reuse connections: nginx 'keepalive 32;' in the upstream block plus proxy_http_version 1.1 and an empty Connection header"},
+			c.setSysctl("tcp_timeout_time_wait", 30)...),
+			"# or stop tracking the busy path entirely (see loopback-tracked / busy-port-tracked)")}
+}
+
+func ruleLoopbackTracked(c *ruleContext) *Finding {
+	b := c.r.Breakdown
+	if b.Total < minEntries || b.Loopback < minEntries || share(b.Loopback, b.Total) < 0.1 {
+		return nil
+	}
+	sev := Info
+	if c.r.Table.Usage >= 0.5 || share(b.Loopback, b.Total) >= 0.5 {
+		sev = Warning
+	}
+	var svc []map[string]any
+	for _, s := range b.TopServices {
+		if s.Loopback > 0 && len(svc) < 5 {
+			svc = append(svc, map[string]any{"proto": s.Proto, "port": s.Port, "loopback": s.Loopback})
+		}
+	}
+	return &Finding{ID: "loopback-tracked", Severity: sev,
+		Summary:  fmt.Sprintf("%s of entries are loopback connections (%d) that need no tracking", pct(share(b.Loopback, b.Total)), b.Loopback),
+		Evidence: map[string]any{"loopback": b.Loopback, "total": b.Total, "share": round3(share(b.Loopback, b.Total)), "services": svc},
+		Explanation: "Connections on the loopback interface (nginx to an upstream on the same host, a local database, " +
+			"health checks) never cross a firewall or NAT, yet each one takes a table entry — often half the table on a web " +
+			"server (seeds 000 and 001). NOTRACK in the raw table exempts them. Packets that are not tracked no longer match " +
+			"`ct state new` / `--state NEW` rules, so an `UNTRACKED accept` rule must come first, or the service goes down.",
+		Fixes: notrackFixes("iif lo", "oif lo", "-i lo", "-o lo")}
+}
+
+func ruleBusyPort(c *ruleContext) *Finding {
+	b := c.r.Breakdown
+	if b.Total < minEntries || len(b.TopServices) == 0 {
+		return nil
+	}
+	// The busiest service by entries that are not on loopback (those are
+	// loopback-tracked's business).
+	top := b.TopServices[0]
+	for _, s := range b.TopServices {
+		if s.Count-s.Loopback > top.Count-top.Loopback {
+			top = s
+		}
+	}
+	nonLoop := top.Count - top.Loopback
+	if nonLoop < minEntries || share(nonLoop, b.Total) < 0.3 {
+		return nil
+	}
+	sev := Info
+	if c.r.Table.Usage >= 0.5 {
+		sev = Warning
+	}
+	port := strconv.Itoa(int(top.Port))
+	return &Finding{ID: "busy-port-tracked", Severity: sev,
+		Summary:  fmt.Sprintf("%s/%d holds %s of the table (%d entries)", top.Proto, top.Port, pct(share(top.Count, b.Total)), top.Count),
+		Evidence: map[string]any{"proto": top.Proto, "port": top.Port, "count": top.Count, "share": round3(share(top.Count, b.Total)), "time_wait": top.TimeWait, "unreplied": top.Unreplied},
+		Explanation: "One service accounts for a large part of the table. If this host does not NAT that traffic and its firewall " +
+			"rules for the port do not depend on connection state, NOTRACK for the port frees all of those entries (seed 000). " +
+			"Check first: NATed traffic (Docker published ports, Kubernetes services) must stay tracked.",
+		Fixes: notrackFixes(top.Proto+" dport "+port, top.Proto+" sport "+port,
+			"-p "+top.Proto+" --dport "+port, "-p "+top.Proto+" --sport "+port)}
+}
+
+func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
+	est, ok := c.snap.Settings.Timeouts["tcp_timeout_established"]
+	ka := keepaliveTotal(c.snap.TCP)
+	if !ok || est <= 0 || est <= 86400 {
+		return nil
+	}
+	b := c.r.Breakdown
+	estN := b.TCPState["ESTABLISHED"]
+	sev := Info
+	if c.r.Table.Usage >= 0.5 && share(estN, b.Total) >= 0.3 {
+		sev = Warning
+	}
+	ev := map[string]any{"tcp_timeout_established": est, "established": estN, "idle_established": b.IdleEstablished}
+	sum := fmt.Sprintf("ESTABLISHED entries live %s without traffic", durationWords(est))
+	if ka > 0 {
+		ev["tcp_keepalive_total"] = ka
+		sum += fmt.Sprintf("; TCP keepalive gives up after %s", durationWords(ka))
+	}
+	if b.IdleEstablished > 0 {
+		sum += fmt.Sprintf(" — %d entries have been idle longer than that", b.IdleEstablished)
+	}
+	newEst := int64(86400)
+	if ka > 0 && 2*ka > newEst {
+		newEst = 2 * ka
+	}
+	return &Finding{ID: "established-timeout-long", Severity: sev, Summary: sum, Evidence: ev,
+		Explanation: "An ESTABLISHED entry is removed only after nf_conntrack_tcp_timeout_established seconds without a packet " +
+			"(5 days by default). When a peer vanishes (crash, NAT or firewall timeout, a keepalive that gave up) no FIN or RST " +
+			"is seen and the entry lingers for the full 5 days (seeds 001 and 004). Any value well above the keepalive window " +
+			"(keepalive_time + intvl × probes) keeps dead connections around.",
+		Fixes: c.setSysctl("tcp_timeout_established", newEst)}
+}
+
+func durationWords(s int64) string {
+	switch {
+	case s%86400 == 0 && s >= 86400:
+		return fmt.Sprintf("%d day(s)", s/86400)
+	case s >= 3600:
+		return fmt.Sprintf("%.1f h", float64(s)/3600)
+	case s >= 60:
+		return fmt.Sprintf("%.0f min", float64(s)/60)
+	}
+	return fmt.Sprintf("%d s", s)
+}
