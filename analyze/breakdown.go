@@ -275,7 +275,9 @@ func topAddrs(m4 map[uint32]uint32, m6 map[[16]byte]uint32, n int) []AddrCount {
 		}
 	}
 	for k, c := range m4 {
-		consider(func() netip.Addr { return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}) }, c)
+		consider(func() netip.Addr {
+			return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
+		}, c)
 	}
 	for k, c := range m6 {
 		consider(func() netip.Addr { return netip.AddrFrom16(k) }, c)

@@ -20,18 +20,18 @@ const (
 
 // Report is the diagnosis of one host (ctdoctor -o json).
 type Report struct {
-	Schema      string           `json:"schema"`
-	GeneratedAt time.Time        `json:"generated_at"`
-	Verdict     Verdict          `json:"verdict"`
-	Host        HostInfo         `json:"host"`
-	Table       TableInfo        `json:"table"`
-	Timeouts    map[string]int64 `json:"timeouts"`
-	Stats       StatsInfo        `json:"stats"`
-	Breakdown   Breakdown        `json:"breakdown"`
-	Log         LogInfo          `json:"log"`
+	Schema      string            `json:"schema"`
+	GeneratedAt time.Time         `json:"generated_at"`
+	Verdict     Verdict           `json:"verdict"`
+	Host        HostInfo          `json:"host"`
+	Table       TableInfo         `json:"table"`
+	Timeouts    map[string]int64  `json:"timeouts"`
+	Stats       StatsInfo         `json:"stats"`
+	Breakdown   Breakdown         `json:"breakdown"`
+	Log         LogInfo           `json:"log"`
 	Namespaces  []host.NetNSUsage `json:"namespaces,omitempty"`
-	Findings    []Finding        `json:"findings"`
-	Warnings    []string         `json:"warnings,omitempty"`
+	Findings    []Finding         `json:"findings"`
+	Warnings    []string          `json:"warnings,omitempty"`
 }
 
 // Verdict is the one-line answer: healthy, warning or critical, and why.
@@ -42,14 +42,14 @@ type Verdict struct {
 
 // HostInfo describes the host the report is about.
 type HostInfo struct {
-	Hostname string `json:"hostname"`
-	Kernel   string `json:"kernel"`
-	NetNS    string `json:"netns"`
+	Hostname   string `json:"hostname"`
+	Kernel     string `json:"kernel"`
+	NetNS      string `json:"netns"`
 	NetNSInode uint64 `json:"netns_inode,omitempty"`
-	CPUs     int    `json:"cpus"`
-	MemBytes uint64 `json:"mem_bytes"`
-	Source   string `json:"source"`
-	KubeProxy bool  `json:"kube_proxy"`
+	CPUs       int    `json:"cpus"`
+	MemBytes   uint64 `json:"mem_bytes"`
+	Source     string `json:"source"`
+	KubeProxy  bool   `json:"kube_proxy"`
 }
 
 // TableInfo is the table's size, use and memory.
