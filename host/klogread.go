@@ -1,0 +1,158 @@
+package host
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// kmsgLimit bounds how much of the kernel ring buffer is read (the largest
+// log_buf_len is 32 MiB; records carry headers besides).
+const kmsgLimit = 64 << 20
+
+// readLog summarises the kernel log: /dev/kmsg (else `dmesg`) on the live
+// host; ctdoctor/kmsg.txt, else var/log/kern.log, messages or syslog under
+// a fake root.
+func (r *reader) readLog(snap *Snapshot) LogSummary {
+	var (
+		sum LogSummary
+		err error
+	)
+	if r.live {
+		sum, err = readLiveLog()
+	} else {
+		sum, err = r.readLogFile()
+	}
+	if err != nil {
+		r.warn("kernel log: %v", err)
+		return sum
+	}
+	if len(sum.ByNetNS) > 0 && r.live {
+		names := netNSNames("/")
+		for i := range sum.ByNetNS {
+			sum.ByNetNS[i].Name = names[sum.ByNetNS[i].Inode]
+		}
+	}
+	return sum
+}
+
+func (r *reader) readLogFile() (LogSummary, error) {
+	boot := r.bootTime()
+	for _, rel := range []string{"ctdoctor/kmsg.txt", "var/log/kern.log", "var/log/messages", "var/log/syslog"} {
+		f, err := os.Open(r.path(rel))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return LogSummary{}, fmt.Errorf("%s: %w", rel, err)
+		}
+		year := 0
+		if st, err := f.Stat(); err == nil {
+			year = st.ModTime().Year()
+		}
+		sum, err := ParseKernelLog(f, boot, year)
+		f.Close()
+		sum.Source = rel
+		if err != nil {
+			return sum, fmt.Errorf("%s: %w", rel, err)
+		}
+		return sum, nil
+	}
+	return LogSummary{}, errors.New("no ctdoctor/kmsg.txt, var/log/kern.log, var/log/messages or var/log/syslog under the root")
+}
+
+// bootTime is the root's proc/stat btime (zero if unknown).
+func (r *reader) bootTime() time.Time {
+	b, err := r.readFile("proc/stat")
+	if err != nil {
+		return time.Time{}
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "btime "); ok {
+			if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(s, 0)
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// liveBootTime is the wall time of the monotonic clock's zero, the base of
+// /dev/kmsg and dmesg stamps.
+func liveBootTime() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Time{}
+	}
+	return time.Now().Add(-time.Duration(ts.Nano()))
+}
+
+// readLiveLog reads /dev/kmsg from the start of the ring buffer until
+// EAGAIN (never blocking), falling back to running `dmesg`.
+func readLiveLog() (LogSummary, error) {
+	boot := liveBootTime()
+	data, kerr := readKmsg()
+	if kerr == nil {
+		sum, err := ParseKernelLog(bytes.NewReader(data), boot, 0)
+		sum.Source = "/dev/kmsg"
+		return sum, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "dmesg")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err == nil {
+		sum, err := ParseKernelLog(bytes.NewReader(out), boot, 0)
+		sum.Source = "dmesg"
+		return sum, err
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if errors.Is(kerr, fs.ErrPermission) || strings.Contains(msg, "not permitted") {
+		return LogSummary{}, fmt.Errorf("%w; dmesg: %v %s (reading the kernel log needs CAP_SYSLOG when kernel.dmesg_restrict=1: run as root)", kerr, err, msg)
+	}
+	return LogSummary{}, fmt.Errorf("%w; dmesg: %v %s", kerr, err, msg)
+}
+
+// readKmsg returns the ring buffer's records, one per line.
+func readKmsg() ([]byte, error) {
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/dev/kmsg", Err: err}
+	}
+	defer unix.Close(fd)
+	var out []byte
+	buf := make([]byte, 16*1024) // a record never exceeds 8 KiB; a smaller read fails with EINVAL
+	for len(out) < kmsgLimit {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case err == unix.EAGAIN:
+			return out, nil
+		case err == unix.EPIPE:
+			continue // records were overwritten while reading: go on with the next
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return out, &os.PathError{Op: "read", Path: "/dev/kmsg", Err: err}
+		case n == 0:
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+		if out[len(out)-1] != '\n' {
+			out = append(out, '\n')
+		}
+	}
+	return out, nil
+}
