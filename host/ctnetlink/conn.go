@@ -65,8 +65,11 @@ func newSocket() (int, error) {
 }
 
 // socketInNetns creates the socket on a dedicated OS thread that has joined
-// the namespace; the thread is never unlocked, so the runtime discards it
-// when the goroutine exits and no goroutine ever runs in the wrong netns.
+// the namespace. The thread is never unlocked, so the runtime discards it
+// when the goroutine exits and no other goroutine ever runs on it; it is
+// also switched back to its own namespace first, because the runtime cannot
+// discard the process's main thread and parks it instead, and the main
+// thread's namespace is what /proc/self/ns/net shows.
 func socketInNetns(nsPath string) (int, error) {
 	nsfd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -87,8 +90,13 @@ func socketInNetns(nsPath string) (int, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the thread may be in another netns, so it
-		// must die with this goroutine.
+		// No UnlockOSThread: this thread must die with the goroutine.
+		self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{-1, fmt.Errorf("ctnetlink: open this thread's network namespace: %w", err)}
+			return
+		}
+		defer unix.Close(self)
 		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
 			if err == unix.EINVAL {
 				err = fmt.Errorf("not a network namespace: %w", err)
@@ -99,6 +107,8 @@ func socketInNetns(nsPath string) (int, error) {
 			return
 		}
 		fd, err := newSocket()
+		// Best effort: the thread is discarded (or parked) either way.
+		_ = unix.Setns(self, unix.CLONE_NEWNET)
 		ch <- result{fd, err}
 	}()
 	r := <-ch
