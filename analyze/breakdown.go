@@ -75,6 +75,7 @@ type Accumulator struct {
 	unreplied                  [256]int64
 	tcpState                   [conntrack.TCPStateCount + 1]int64
 	assured, unrepl, seenReply int64
+	unreplNotAssured           int64
 	offload, hwOffload, dying  int64
 	ttl                        [6]int64
 	src4, dst4                 map[uint32]uint32
@@ -130,6 +131,8 @@ func (a *Accumulator) Add(f *conntrack.Flow) {
 	}
 	if f.Status&conntrack.StatusAssured != 0 {
 		a.assured++
+	} else if unreplied {
+		a.unreplNotAssured++
 	}
 	if f.Status&conntrack.StatusOffload != 0 {
 		a.offload++
@@ -210,6 +213,7 @@ func (a *Accumulator) Merge(b *Accumulator) {
 	a.assured += b.assured
 	a.unrepl += b.unrepl
 	a.seenReply += b.seenReply
+	a.unreplNotAssured += b.unreplNotAssured
 	a.offload += b.offload
 	a.hwOffload += b.hwOffload
 	a.dying += b.dying
@@ -310,7 +314,8 @@ func (a *Accumulator) Breakdown() Breakdown {
 		DistinctSources: int64(len(a.src4) + len(a.src6)),
 		Status: map[string]int64{
 			"assured": a.assured, "unreplied": a.unrepl, "seen_reply": a.seenReply,
-			"offload": a.offload, "hw_offload": a.hwOffload, "dying": a.dying,
+			"unreplied_not_assured": a.unreplNotAssured,
+			"offload":               a.offload, "hw_offload": a.hwOffload, "dying": a.dying,
 		},
 		TopSources:      topAddrs(a.src4, a.src6, n),
 		TopDestinations: topAddrs(a.dst4, a.dst6, n),

@@ -10,7 +10,9 @@ const minEntries = 100
 
 func ruleUnrepliedFlood(c *ruleContext) *Finding {
 	b := c.r.Breakdown
-	un := b.Status["unreplied"]
+	// Entries without a reply that are not ASSURED: what a flood or scan
+	// leaves behind (and what early drop can evict).
+	un := b.Status["unreplied_not_assured"]
 	if b.Total < minEntries || un < minEntries || share(un, b.Total) < 0.25 {
 		return nil
 	}
@@ -36,8 +38,8 @@ func ruleUnrepliedFlood(c *ruleContext) *Finding {
 	}
 	fixes = append(fixes, "# drop or rate-limit the sources at the edge; see top_sources")
 	return &Finding{ID: "unreplied-flood", Severity: sev,
-		Summary: fmt.Sprintf("%s of entries never got a reply (%d: tcp %d, udp %d)", pct(share(un, b.Total)), un, b.Unreplied["tcp"], b.Unreplied["udp"]),
-		Evidence: map[string]any{"unreplied": un, "total": b.Total, "share": round3(share(un, b.Total)),
+		Summary: fmt.Sprintf("%s of entries never got a reply (%d; by protocol: tcp %d, udp %d)", pct(share(un, b.Total)), un, b.Unreplied["tcp"], b.Unreplied["udp"]),
+		Evidence: map[string]any{"unreplied_not_assured": un, "unreplied": b.Status["unreplied"], "total": b.Total, "share": round3(share(un, b.Total)),
 			"by_l4": b.Unreplied, "syn_sent": synSent, "syn_recv": synRecv, "services": topSvc, "top_sources": b.TopSources},
 		Explanation: "[UNREPLIED] entries are connections whose other side never answered: SYN floods, scans, UDP sent to " +
 			"closed ports or dead peers, DNS retries. Each one still holds an entry until its timeout (SYN_SENT 120 s, UDP 30 s). " +

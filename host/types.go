@@ -23,12 +23,12 @@ type Snapshot struct {
 	CPUs     int       `json:"cpus"`
 	MemBytes uint64    `json:"mem_bytes"` // MemTotal
 
-	Settings Settings    `json:"settings"`
-	TCP      TCPSysctls  `json:"tcp"`
-	Stats    *StatsRead  `json:"stats,omitempty"`  // nil: no statistics available
-	Stats2   *StatsRead  `json:"stats2,omitempty"` // a second sample, for rates
-	Log      LogSummary  `json:"log"`
-	Kube     KubeProxy   `json:"kube_proxy"`
+	Settings Settings     `json:"settings"`
+	TCP      TCPSysctls   `json:"tcp"`
+	Stats    *StatsRead   `json:"stats,omitempty"`  // nil: no statistics available
+	Stats2   *StatsRead   `json:"stats2,omitempty"` // a second sample, for rates
+	Log      LogSummary   `json:"log"`
+	Kube     KubeProxy    `json:"kube_proxy"`
 	AllNetNS []NetNSUsage `json:"all_netns,omitempty"` // with --all-netns
 
 	// Warnings are the parts that could not be read, each saying why and,
@@ -121,8 +121,8 @@ type NetNSCount struct {
 // NetNSUsage is one namespace's table count against the global max.
 type NetNSUsage struct {
 	NetNS
-	Count int64 `json:"count"`
-	Max   int64 `json:"max"`
+	Count int64  `json:"count"`
+	Max   int64  `json:"max"`
 	Error string `json:"error,omitempty"`
 }
 
