@@ -201,10 +201,13 @@ func TestDumpEmpty(t *testing.T) {
 	}
 }
 
+// genflowsPath is the synthetic table generator of the project's lab.
+const genflowsPath = "/work/shared/lab/genflows.py"
+
 // loadGenflows loads `genflows.py n seed` into the named namespace.
 func loadGenflows(tb testing.TB, ns string, n, seed int) {
 	tb.Helper()
-	gen := "/work/shared/lab/genflows.py"
+	gen := genflowsPath
 	if _, err := os.Stat(gen); err != nil {
 		tb.Skipf("skipped: %s not found", gen)
 	}

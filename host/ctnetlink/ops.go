@@ -221,6 +221,17 @@ func (c *Conn) Dump(fn func(*conntrack.Flow) error) error {
 	go c.receive(seq, free, full)
 
 	s := dumpState{seq: seq, pid: c.portID, dec: &c.dec, fn: fn}
+	finished := false
+	defer func() {
+		if !finished { // fn panicked: let the receiver run to the end
+			c.broken = fmt.Errorf("ctnetlink: connection unusable after a panic in the Dump callback; open a new one")
+			go func() {
+				for ch := range full {
+					free <- ch.b
+				}
+			}()
+		}
+	}()
 	var recvErr error
 	for ch := range full {
 		if ch.err != nil {
@@ -233,6 +244,7 @@ func (c *Conn) Dump(fn func(*conntrack.Flow) error) error {
 		}
 		free <- ch.b
 	}
+	finished = true
 	if s.framingLost {
 		c.broken = fmt.Errorf("ctnetlink: connection unusable after a failed dump (%v); open a new one", s.decErr)
 	}
