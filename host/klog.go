@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,7 +87,7 @@ func (p *logParser) line(raw string) {
 	msg = strings.TrimSpace(msg)
 	if n, ok := suppressed(msg); ok {
 		if p.lastEvent {
-			p.sum.Suppressed += n
+			p.sum.Suppressed = satAdd(p.sum.Suppressed, n)
 		} else {
 			p.flushPending(false)
 			p.pending = n
@@ -126,7 +127,7 @@ func (p *logParser) line(raw string) {
 
 func (p *logParser) flushPending(count bool) {
 	if count {
-		p.sum.Suppressed += p.pending
+		p.sum.Suppressed = satAdd(p.sum.Suppressed, p.pending)
 	}
 	p.pending = 0
 }
@@ -304,4 +305,12 @@ func isKernelMessage(s string) bool {
 		}
 	}
 	return false
+}
+
+// satAdd adds without overflowing (a hostile log cannot wrap the count).
+func satAdd(a, b int) int {
+	if a > math.MaxInt-b {
+		return math.MaxInt
+	}
+	return a + b
 }
