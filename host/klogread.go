@@ -95,7 +95,7 @@ func liveBootTime() time.Time {
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return time.Time{}
 	}
-	return time.Now().Add(-time.Duration(ts.Nano()))
+	return time.Now().Round(0).Add(-time.Duration(ts.Nano()))
 }
 
 // readLiveLog reads /dev/kmsg from the start of the ring buffer until
