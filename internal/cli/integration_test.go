@@ -1,0 +1,336 @@
+package cli
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/internal/nstest"
+)
+
+// run runs ctdoctor in-process and returns stdout; a non-zero exit fails the test.
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := Main(args, &out, &errb); code != 0 {
+		t.Fatalf("ctdoctor %s: exit %d\nstderr: %s\nstdout: %s", strings.Join(args, " "), code, errb.String(), out.String())
+	}
+	return out.String()
+}
+
+func report(t *testing.T, args ...string) *analyze.Report {
+	t.Helper()
+	out := run(t, append(args, "-o", "json")...)
+	var r analyze.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("bad JSON: %v\n%s", err, out)
+	}
+	if r.Schema != "ctdoctor.report/v1" {
+		t.Fatalf("schema %q", r.Schema)
+	}
+	return &r
+}
+
+func finding(r *analyze.Report, id string) *analyze.Finding {
+	for i := range r.Findings {
+		if r.Findings[i].ID == id {
+			return &r.Findings[i]
+		}
+	}
+	return nil
+}
+
+func genflows(t *testing.T, n int) string {
+	t.Helper()
+	script := "../../../shared/lab/genflows.py"
+	if _, err := os.Stat(script); err != nil {
+		t.Skipf("skipped: %s not found (the shared/ directory sits beside the repository)", script)
+	}
+	out, err := exec.Command("python3", script, strconv.Itoa(n)).Output()
+	if err != nil {
+		t.Fatalf("genflows: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "flows.txt")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// listAggregates computes, from `conntrack -L` text with plain field
+// splitting (the seeds' awk pipelines, not ctdoctor's parser), the counts
+// the report must reproduce.
+type listAggregates struct {
+	l4, tcpState, services map[string]int64
+	sources                map[string]int64
+	assured, unreplied     int64
+	total                  int64
+}
+
+func aggregate(listing string) listAggregates {
+	a := listAggregates{l4: map[string]int64{}, tcpState: map[string]int64{}, services: map[string]int64{}, sources: map[string]int64{}}
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		a.total++
+		a.l4[f[0]]++ // awk '{sum[$1]++}'
+		if f[0] == "tcp" {
+			a.tcpState[f[3]]++ // awk '/tcp/ {sum[$4]++}'
+		}
+		src, dport := "", ""
+		for _, x := range f {
+			if strings.HasPrefix(x, "src=") && src == "" {
+				src = x[4:]
+			}
+			if strings.HasPrefix(x, "dport=") && dport == "" {
+				dport = x[6:]
+			}
+			switch x {
+			case "[ASSURED]":
+				a.assured++
+			case "[UNREPLIED]":
+				a.unreplied++
+			}
+		}
+		a.sources[src]++
+		if dport != "" {
+			a.services[f[0]+"/"+dport]++
+		}
+	}
+	return a
+}
+
+type kv struct {
+	k string
+	v int64
+}
+
+func ranked(m map[string]int64) []kv {
+	var out []kv
+	for k, v := range m {
+		out = append(out, kv{k, v})
+	}
+	slices.SortFunc(out, func(a, b kv) int { return cmp.Or(cmp.Compare(b.v, a.v), cmp.Compare(a.k, b.k)) })
+	return out
+}
+
+// sameTop checks a top-N list against the full ranking: the same counts in
+// the same order, and every key holding exactly its count (ties may be
+// ordered differently).
+func sameTop(t *testing.T, what string, got []kv, all map[string]int64) {
+	t.Helper()
+	want := ranked(all)
+	if len(want) > len(got) {
+		want = want[:len(got)]
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d rows, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if got[i].v != want[i].v || all[got[i].k] != got[i].v {
+			t.Errorf("%s row %d: got %s=%d, want %s=%d", what, i, got[i].k, got[i].v, want[i].k, want[i].v)
+		}
+	}
+}
+
+func TestGenflowsMatchesConntrackList(t *testing.T) {
+	ns := nstest.New(t, "conntrack", "python3")
+	n := 250000
+	if testing.Short() {
+		n = 25000
+	}
+	ns.LoadFlows(genflows(t, n))
+	r := report(t, "--netns", ns.Name, "--interval", "0", "--no-log")
+	listing := ns.Run("conntrack", "-L")
+	a := aggregate(listing)
+	if a.total != int64(n) || r.Breakdown.Total != a.total || r.Table.Count != a.total {
+		t.Fatalf("entries: conntrack -L %d, report listed %d, count %d, want %d", a.total, r.Breakdown.Total, r.Table.Count, n)
+	}
+	if fmt.Sprint(r.Breakdown.L4) != fmt.Sprint(a.l4) {
+		t.Errorf("l4: got %v, conntrack -L %v", r.Breakdown.L4, a.l4)
+	}
+	if fmt.Sprint(r.Breakdown.TCPState) != fmt.Sprint(a.tcpState) {
+		t.Errorf("tcp_state: got %v, conntrack -L %v", r.Breakdown.TCPState, a.tcpState)
+	}
+	if r.Breakdown.Status["assured"] != a.assured || r.Breakdown.Status["unreplied"] != a.unreplied {
+		t.Errorf("status: got %v, conntrack -L assured %d unreplied %d", r.Breakdown.Status, a.assured, a.unreplied)
+	}
+	var src, svc []kv
+	for _, s := range r.Breakdown.TopSources {
+		src = append(src, kv{s.Addr, s.Count})
+	}
+	for _, s := range r.Breakdown.TopServices {
+		svc = append(svc, kv{s.Proto + "/" + strconv.Itoa(int(s.Port)), s.Count})
+	}
+	if len(src) != 10 {
+		t.Fatalf("top sources: %d rows", len(src))
+	}
+	sameTop(t, "top sources", src, a.sources)
+	sameTop(t, "top services", svc, a.services)
+	if r.Host.Source != "netlink" {
+		t.Errorf("live entries should come over netlink, got %q", r.Host.Source)
+	}
+}
+
+// A real table-full: the namespace is filled to the global max with ASSURED
+// entries (early drop cannot evict them) and real packets are then dropped.
+func TestRealTableFull(t *testing.T) {
+	ns := nstest.New(t, "conntrack", "nft", "ping")
+	ns.Track()
+	raw, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
+	if err != nil {
+		t.Skipf("skipped: %v", err)
+	}
+	max, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if max <= 0 || max > 2_000_000 {
+		t.Skipf("skipped: global nf_conntrack_max %d is not practical to fill", max)
+	}
+	var b strings.Builder
+	for i := range max {
+		fmt.Fprintf(&b, "-I -t 3600 -u SEEN_REPLY,ASSURED -s 10.%d.%d.%d -d 10.250.0.1 -p tcp --sport %d --dport 443 --state ESTABLISHED\n",
+			1+i>>16, (i>>8)&255, i&255, 1024+i%60000)
+	}
+	path := filepath.Join(t.TempDir(), "assured.txt")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.LoadFlows(path)
+	if out, err := ns.Output("ping", "-c", "2", "-i", "0.2", "-W", "1", "127.0.0.1"); err == nil {
+		t.Fatalf("ping succeeded with a full table:\n%s", out)
+	}
+	r := report(t, "--netns", ns.Name, "--interval", "0", "--no-entries")
+	f := finding(r, "table-full")
+	if f == nil || f.Severity != analyze.Critical || r.Verdict.Level != analyze.Critical {
+		t.Fatalf("want critical table-full, got verdict %+v findings %+v", r.Verdict, r.Findings)
+	}
+	if r.Table.Count != int64(max) || r.Stats.Drop < 1 {
+		t.Errorf("count %d (want %d), drop %d (want ≥ 1)", r.Table.Count, max, r.Stats.Drop)
+	}
+	if r.Log.TableFullEvents < 1 {
+		t.Errorf("no kernel log events read (source %q)", r.Log.Source)
+	}
+	found := false
+	for _, n := range r.Log.NetNS {
+		if n.Inode == ns.Inode() && n.Count >= 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no log event attributed to netns %d: %+v", ns.Inode(), r.Log.NetNS)
+	}
+	if f.Evidence["log_events"].(float64) < 1 || f.Evidence["drop"].(float64) < 1 {
+		t.Errorf("evidence: %+v", f.Evidence)
+	}
+}
+
+func TestShortLoopbackConnections(t *testing.T) {
+	ns := nstest.New(t, "nft")
+	ns.Track()
+	const conns = 400
+	err := ns.Do(func() error {
+		ln, err := net.Listen("tcp4", "127.0.0.1:8080")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		done := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 8)
+			for range conns {
+				c, err := ln.Accept()
+				if err != nil {
+					done <- err
+					return
+				}
+				_, _ = c.Read(buf) // returns at the client's FIN
+				c.Close()
+			}
+			done <- nil
+		}()
+		for range conns {
+			c, err := net.Dial("tcp4", "127.0.0.1:8080")
+			if err != nil {
+				return err
+			}
+			_, _ = c.Write([]byte("GET /\n"))
+			c.Close() // the client closes first, like nginx to an upstream
+		}
+		return <-done
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the last FIN/ACKs cross
+	r := report(t, "--netns", ns.Name, "--interval", "0", "--no-log")
+	if r.Breakdown.TCPState["TIME_WAIT"] < conns*9/10 || r.Breakdown.Loopback < conns {
+		t.Errorf("breakdown: %+v loopback %d", r.Breakdown.TCPState, r.Breakdown.Loopback)
+	}
+	for _, id := range []string{"timewait-dominant", "loopback-tracked"} {
+		if finding(r, id) == nil {
+			t.Errorf("missing finding %s: %+v", id, r.Findings)
+		}
+	}
+}
+
+func TestUnansweredTraffic(t *testing.T) {
+	ns := nstest.New(t, "nft")
+	ns.Nft(nstest.TrackRuleset + `table inet blackhole {
+	chain input {
+		type filter hook input priority -10;
+		tcp dport 9 drop
+		udp dport 9 drop
+	}
+}
+`)
+	err := ns.Do(func() error {
+		sa := &unix.SockaddrInet4{Port: 9, Addr: [4]byte{127, 0, 0, 1}}
+		for range 300 {
+			// A non-blocking connect sends one SYN; nobody answers.
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				return err
+			}
+			if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+				unix.Close(fd)
+				return err
+			}
+			unix.Close(fd)
+			u, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+			if err != nil {
+				return err
+			}
+			if err := unix.Sendto(u, []byte("query"), 0, sa); err != nil {
+				unix.Close(u)
+				return err
+			}
+			unix.Close(u)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := report(t, "--netns", ns.Name, "--interval", "0", "--no-log")
+	f := finding(r, "unreplied-flood")
+	if f == nil {
+		t.Fatalf("missing unreplied-flood: breakdown %+v findings %+v", r.Breakdown.Status, r.Findings)
+	}
+	if r.Breakdown.Unreplied["tcp"] < 250 || r.Breakdown.Unreplied["udp"] < 250 || r.Breakdown.TCPState["SYN_SENT"] < 250 {
+		t.Errorf("unreplied by protocol %v, states %v", r.Breakdown.Unreplied, r.Breakdown.TCPState)
+	}
+}
