@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
@@ -36,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 // benchNS returns the shared benchmark namespace, loading it once.
-func benchNS(b *testing.B) string {
+func benchNS(b testing.TB) string {
 	b.Helper()
 	bench.once.Do(func() {
 		if os.Geteuid() != 0 {
@@ -119,4 +122,39 @@ func BenchmarkConntrackL(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchFlows, "ns/flow")
+}
+
+// TestPairedTiming alternates a full Dump and `conntrack -L > /dev/null` on
+// the benchmark table and logs the medians and their ratio; the machine may
+// be shared, so pairs taken back to back compare more fairly than separate
+// benchmarks. Run with CTDTEST_PAIRED=N (N pairs).
+func TestPairedTiming(t *testing.T) {
+	pairs, _ := strconv.Atoi(os.Getenv("CTDTEST_PAIRED"))
+	if pairs <= 0 {
+		t.Skip("skipped: set CTDTEST_PAIRED=N to time N Dump / conntrack -L pairs on a 250k table")
+	}
+	ns := benchNS(t)
+	c, err := Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var dump, ctl, ratio []float64
+	for range pairs {
+		start := time.Now()
+		n := 0
+		if err := c.Dump(func(*conntrack.Flow) error { n++; return nil }); err != nil || n != benchFlows {
+			t.Fatalf("Dump: %d flows, %v", n, err)
+		}
+		d := time.Since(start).Seconds()
+		start = time.Now()
+		if err := exec.Command("ip", "netns", "exec", ns, "conntrack", "-L").Run(); err != nil {
+			t.Fatal(err)
+		}
+		l := time.Since(start).Seconds()
+		dump, ctl, ratio = append(dump, d), append(ctl, l), append(ratio, d/l)
+		t.Logf("Dump %.3fs  conntrack -L %.3fs  ratio %.2f", d, l, d/l)
+	}
+	med := func(x []float64) float64 { x = slices.Clone(x); slices.Sort(x); return x[len(x)/2] }
+	t.Logf("median of %d pairs: Dump %.3fs, conntrack -L %.3fs, ratio %.2f (median of per-pair ratios)", pairs, med(dump), med(ctl), med(ratio))
 }

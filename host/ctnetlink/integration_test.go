@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
+	"golang.org/x/sys/unix"
 )
 
 // newNS creates a uniquely named throw-away namespace (ctdtest-…), deleted
@@ -508,4 +509,51 @@ func TestPermissionHelper(t *testing.T) {
 	check("Stats", err)
 	_, _, err = c.Count()
 	check("Count", err)
+}
+
+func TestReceiveTimeout(t *testing.T) {
+	c, err := Open("")
+	if err != nil {
+		t.Skipf("skipped: cannot open a NETLINK_NETFILTER socket: %v", err)
+	}
+	defer c.Close()
+	if err := c.SetTimeout(-time.Second); err == nil {
+		t.Error("negative timeout accepted")
+	}
+	if err := c.SetTimeout(50 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing was asked, so nothing comes: the receive must time out.
+	r := receiver{fd: c.fd}
+	start := time.Now()
+	_, err = r.recv(make([]byte, 4096), "idle receive")
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("idle receive = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("timeout took %v", d)
+	}
+}
+
+func TestIgnoresUserSpaceSenders(t *testing.T) {
+	ns := newNS(t)
+	c, err := Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A second socket in the namespace forges an EPERM answer for the
+	// next request; only the kernel's answer (sender port 0) may count.
+	var fd int
+	if err := ns.Do(func() (err error) { fd, err = newSocket(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	forged := ctrlmsg(unix.NLMSG_ERROR, c.seq+1, c.portID, -int32(unix.EPERM))
+	if err := unix.Sendto(fd, forged, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Pid: c.portID}); err != nil {
+		t.Skipf("skipped: cannot send to another netlink socket: %v", err)
+	}
+	if _, _, err := c.Count(); err != nil {
+		t.Fatalf("Count after a forged answer: %v", err)
+	}
 }
