@@ -18,10 +18,13 @@ import (
 // host setting changes), makes the kernel drop a packet, and checks that
 // Read sees the count at max, the drop counter, and the kernel's own
 // "table full in netns N" line attributed to the namespace by name.
-// It costs a few seconds and ~64 MiB of kernel memory while it runs.
+// It costs a few seconds and ~64 MiB of kernel memory while it runs, and
+// is opt-in (CTDOCTOR_TABLEFULL_TEST=1).
 func TestLiveTableFull(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped in -short: loads nf_conntrack_max entries")
+	// Opt-in: the kernel log line it provokes is visible host-wide, and
+	// every ctdoctor run on this host reports "table full" for an hour.
+	if os.Getenv("CTDOCTOR_TABLEFULL_TEST") != "1" {
+		t.Skip("skipped: set CTDOCTOR_TABLEFULL_TEST=1 (fills a test netns to nf_conntrack_max and writes a \"table full\" line to the kernel log)")
 	}
 	ns := nstest.New(t, "conntrack", "nft", "ping")
 	ns.Track()
