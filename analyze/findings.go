@@ -50,7 +50,9 @@ func verdict(r *Report) Verdict {
 		}
 	}
 	reason := "the conntrack table has room and no packets are being dropped"
-	if r.Table.Max > 0 && r.Table.Count >= 0 {
+	if r.Table.Max <= 0 {
+		reason = fmt.Sprintf("no problem found in the %d entries listed (table size and counters unknown)", r.Breakdown.Total)
+	} else if r.Table.Count >= 0 {
 		reason = fmt.Sprintf("table %s full (%d of %d), no drops", pct(r.Table.Usage), r.Table.Count, r.Table.Max)
 	}
 	return Verdict{Level: Healthy, Reason: reason}

@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"os"
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
@@ -238,4 +239,23 @@ func Analyze(s *host.Snapshot, b *Breakdown, now time.Time) *Report {
 	}
 	r.Verdict = verdict(r)
 	return r
+}
+
+// NoConntrack is the report for a host (or namespace) where connection
+// tracking is not active at all: nothing can fill a table that does not exist.
+func NoConntrack(root, netns string, now time.Time) *Report {
+	if netns == "" {
+		netns = "init"
+	}
+	hostname, _ := os.Hostname()
+	if root != "/" && root != "" {
+		hostname = root
+	}
+	return &Report{Schema: Schema, GeneratedAt: now.UTC(), Timeouts: map[string]int64{},
+		Verdict:   Verdict{Level: Healthy, Reason: "connection tracking is not active here (no nf_conntrack sysctls): no table can fill up"},
+		Host:      HostInfo{Hostname: hostname, NetNS: netns, Source: "none"},
+		Table:     TableInfo{Count: -1, Max: -1, Buckets: -1, HashSize: -1},
+		Breakdown: NewAccumulator().Breakdown(), Findings: []Finding{},
+		Log:      LogInfo{NetNS: []host.NetNSCount{}},
+		Warnings: []string{"nf_conntrack is not loaded or nothing uses it (no NAT, no stateful firewall rule, no Docker): there is nothing to diagnose"}}
 }

@@ -218,6 +218,7 @@ func parseListLine(line []byte, f *Flow, withL3 bool) error {
 			rest = rest2
 		}
 	}
+	haveUse := false
 	dir := 0 // 0 = original, 1 = reply
 	var seen [2]uint16
 	const (
@@ -373,6 +374,7 @@ func parseListLine(line []byte, f *Flow, withL3 bool) error {
 				return fmt.Errorf("use: %w", err)
 			}
 			f.Use = uint32(v)
+			haveUse = true
 		case "delta-time":
 			v, err := parseUint(val, 64)
 			if err != nil {
@@ -396,6 +398,11 @@ func parseListLine(line []byte, f *Flow, withL3 bool) error {
 	}
 	if f.Proto.HasPorts() && (seen[0]&(sSport|sDport) != sSport|sDport || seen[1]&(sSport|sDport) != sSport|sDport) {
 		return errors.New("truncated entry: ports missing")
+	}
+	// The kernel and conntrack-tools end every line with use=N: a line
+	// without it was cut short.
+	if !haveUse {
+		return errors.New("truncated entry: no use= field at the end")
 	}
 	if f.Family == 0 {
 		if f.Orig.Src.Is4() {

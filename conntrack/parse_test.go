@@ -142,6 +142,8 @@ func TestBadInput(t *testing.T) {
 		"tcp      6 119 BOGUS src=127.0.0.1 dst=127.0.0.1 sport=1 dport=2 src=127.0.0.1 dst=127.0.0.1 sport=2 dport=1 use=1",
 		"tcp      6 119 ESTABLISHED src=127.0.0.300 dst=127.0.0.1 sport=1 dport=2 src=127.0.0.1 dst=127.0.0.1 sport=2 dport=1 use=1",
 		"tcp      6 119 ESTABLISHED src=127.0.0.1 dst=127.0.0.1 sport=70000 dport=2 src=127.0.0.1 dst=127.0.0.1 sport=2 dport=1 use=1",
+		// cut at a field boundary: looks complete but lacks the closing use=
+		"udp      17 3075 src=10.6.188.186 dst=10.200.0.4 sport=64277 dport=53 [UNREPLIED] src=10.200.0.4 dst=10.6.188.186 sport=53 dport=64",
 		"-I -s 1.2.3.4",
 		"-I -s 1.2.3.4 -d 1.2.3.5 -p tcp --bogus 1",
 	} {

@@ -48,9 +48,10 @@ type SaveOptions struct {
 	Progress func(n int64)
 }
 
-// procStatHeader is the /proc/net/stat/nf_conntrack header of current kernels.
-var procStatHeader = []string{"entries", "clashres", "found", "new", "invalid", "ignore", "delete",
-	"chainlength", "insert", "insert_failed", "drop", "early_drop", "icmp_error", "expect_new",
+// procStatColumns are the /proc/net/stat/nf_conntrack column names of
+// current and older kernels, in the kernel's order.
+var procStatColumns = []string{"entries", "searched", "clashres", "found", "new", "invalid", "ignore", "delete",
+	"delete_list", "chainlength", "insert", "insert_failed", "drop", "early_drop", "icmp_error", "expect_new",
 	"expect_create", "expect_delete", "search_restart"}
 
 // SaveSnapshot writes snap and the entries from src to w as a snapshot
@@ -226,8 +227,12 @@ func snapshotFiles(s *Snapshot, anon *Anonymizer) map[string][]byte {
 		files["proc/sys/net/ipv4/ip_local_port_range"] = fmt.Appendf(nil, "%d\t%d\n", t.PortRangeLow, t.PortRangeHigh)
 	}
 	if st := latestStats(s); st != nil {
-		if st.Source == "proc" && !set.Legacy {
-			files["proc/net/stat/nf_conntrack"] = formatProcStats(st.PerCPU)
+		if st.Source == "proc" {
+			name := "proc/net/stat/nf_conntrack"
+			if set.Legacy {
+				name = "proc/net/stat/ip_conntrack"
+			}
+			files[name] = formatProcStats(st.PerCPU)
 		} else {
 			files["ctdoctor/conntrack-S.txt"] = formatConntrackS(st.PerCPU)
 		}
@@ -246,11 +251,24 @@ func snapshotFiles(s *Snapshot, anon *Anonymizer) map[string][]byte {
 	return files
 }
 
+// formatProcStats writes the per-CPU counters as the stat file, with a
+// column for every counter the source had, so an old kernel's columns
+// (searched, delete_list) survive the round trip.
 func formatProcStats(perCPU []conntrack.Stats) []byte {
-	var b strings.Builder
-	b.WriteString(strings.Join(procStatHeader, " ") + "\n")
+	var present uint32
 	for _, c := range perCPU {
-		for i, h := range procStatHeader {
+		present |= c.Present
+	}
+	var cols []string
+	for _, h := range procStatColumns {
+		if f, ok := conntrack.StatFieldByHeader(h); ok && present&(1<<f) != 0 {
+			cols = append(cols, h)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(strings.Join(cols, " ") + "\n")
+	for _, c := range perCPU {
+		for i, h := range cols {
 			f, _ := conntrack.StatFieldByHeader(h)
 			if i > 0 {
 				b.WriteByte(' ')

@@ -63,8 +63,13 @@ func Text(w io.Writer, r *analyze.Report, o TextOptions) error {
 	if h.NetNSInode != 0 {
 		ns = fmt.Sprintf("%s [%d]", ns, h.NetNSInode)
 	}
-	fmt.Fprintf(&b, "%s %s · kernel %s · netns %s · %d CPUs · %s RAM · entries from %s\n\n",
-		p.bold("ctdoctor"), orDash(h.Hostname), orDash(h.Kernel), ns, h.CPUs, human(int64(h.MemBytes)), orDash(h.Source))
+	if h.Source == "file" {
+		fmt.Fprintf(&b, "%s entries from %s (a listing only: the host's table size, counters and kernel log are not known)\n\n",
+			p.bold("ctdoctor"), h.NetNS)
+	} else {
+		fmt.Fprintf(&b, "%s %s · kernel %s · netns %s · %d CPUs · %s RAM · entries from %s\n\n",
+			p.bold("ctdoctor"), orDash(h.Hostname), orDash(h.Kernel), ns, h.CPUs, human(int64(h.MemBytes)), orDash(h.Source))
+	}
 
 	label := strings.ToUpper(r.Verdict.Level)
 	fmt.Fprintf(&b, "%s  %s\n\n", p.sev(r.Verdict.Level, fmt.Sprintf(" %-8s", label)), p.bold(r.Verdict.Reason))

@@ -129,6 +129,9 @@ func diagnose(ctx context.Context, d *doctorOptions, stderr io.Writer) (*analyze
 		}
 		var err error
 		snap, err = host.Read(ctx, opt)
+		if errors.Is(err, host.ErrNoConntrack) {
+			return analyze.NoConntrack(opt.Root, d.netns, time.Now()), nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -194,6 +197,5 @@ func reportTime(s *host.Snapshot) time.Time {
 func fileSnapshot(name string) *host.Snapshot {
 	return &host.Snapshot{Source: "file", TakenAt: time.Now(), NetNS: host.NetNS{Name: name},
 		Settings: host.Settings{Count: -1, Max: -1, Buckets: -1, HashSize: -1},
-		TCP:      host.TCPSysctls{KeepaliveTime: -1, KeepaliveIntvl: -1, KeepaliveProbes: -1},
-		Warnings: []string{"entries read from " + name + ": table size, counters and kernel log are not known"}}
+		TCP:      host.TCPSysctls{KeepaliveTime: -1, KeepaliveIntvl: -1, KeepaliveProbes: -1}}
 }

@@ -24,7 +24,7 @@ func loadMixedTable(t *testing.T, ns *nstest.NS) {
 		case 1:
 			fmt.Fprintf(&b, "-I -t 200000 -u SEEN_REPLY,ASSURED -s 192.168.%d.%d -d 127.0.0.1 -p tcp --sport %d --dport 8080 --state TIME_WAIT -m %d\n", i/250, i%250+1, 1024+i, i%3)
 		case 2:
-			fmt.Fprintf(&b, "-I -t 2000 -u UNSET -s 10.7.%d.%d -d 10.200.0.53 -p udp --sport %d --dport 53 -w %d\n", i/250, i%250+1, 1024+i, i%2)
+			fmt.Fprintf(&b, "-I -t 2000 -u UNSET -s 10.7.%d.%d -d 10.200.0.53 -p udp --sport %d --dport 53\n", i/250, i%250+1, 1024+i)
 		default:
 			fmt.Fprintf(&b, "-I -t 2000 -u SEEN_REPLY -s fd00::%x -d fd00::1 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id %d\n", i, i)
 		}
