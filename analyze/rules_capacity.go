@@ -8,22 +8,32 @@ import (
 // nsLogEvents counts the log's table-full events that concern this
 // namespace: those naming its inode, plus those that name none (older
 // kernels do not say which namespace).
-func (c *ruleContext) nsLogEvents() (mine, unattributed int) {
+//
+// Namespace inode numbers are reused once a namespace is gone, so events
+// that all happened before this namespace was created (known for named
+// namespaces) belong to a predecessor and are counted in stale instead.
+func (c *ruleContext) nsLogEvents() (mine, unattributed, stale int) {
 	l := c.snap.Log
 	attributed := 0
+	created := c.snap.NetNS.Created
 	for _, n := range l.ByNetNS {
 		attributed += n.Count
-		if c.snap.NetNS.Inode != 0 && n.Inode == c.snap.NetNS.Inode {
-			mine += n.Count
+		if c.snap.NetNS.Inode == 0 || n.Inode != c.snap.NetNS.Inode {
+			continue
 		}
+		if !created.IsZero() && !n.Last.IsZero() && n.Last.Before(created.Add(-time.Second)) {
+			stale += n.Count
+			continue
+		}
+		mine += n.Count
 	}
-	return mine, l.TableFullEvents - attributed
+	return mine, l.TableFullEvents - attributed, stale
 }
 
 func ruleTableFull(c *ruleContext) *Finding {
 	r := c.r
 	t := r.Table
-	mine, unattributed := c.nsLogEvents()
+	mine, unattributed, stale := c.nsLogEvents()
 	events := mine + unattributed
 	dropRate, haveRate := rate(r, "drop")
 	full := t.Max > 0 && t.Count >= t.Max
@@ -59,6 +69,9 @@ func ruleTableFull(c *ruleContext) *Finding {
 	}
 	if unattributed > 0 && mine > 0 {
 		ev["log_events_other_netns"] = unattributed
+	}
+	if stale > 0 {
+		ev["log_events_before_netns_created"] = stale
 	}
 	peak := t.Count
 	if peak < t.Max {

@@ -54,8 +54,8 @@ func ParseKernelLog(r io.Reader, boot time.Time, year int) (LogSummary, error) {
 	}
 	p.flushPending(false)
 	s := p.sum
-	for ino, n := range p.byNS {
-		s.ByNetNS = append(s.ByNetNS, NetNSCount{Inode: ino, Count: n})
+	for ino, c := range p.byNS {
+		s.ByNetNS = append(s.ByNetNS, NetNSCount{Inode: ino, Count: c.Count, First: c.First, Last: c.Last})
 	}
 	slices.SortFunc(s.ByNetNS, func(a, b NetNSCount) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Inode, b.Inode))
@@ -71,7 +71,7 @@ type logParser struct {
 	year      int
 	lastMonth time.Month
 	sum       LogSummary
-	byNS      map[uint64]int
+	byNS      map[uint64]*NetNSCount
 	lastEvent bool // the previous message was a table-full event
 	pending   int  // a suppression count waiting for the next message
 }
@@ -114,9 +114,22 @@ func (p *logParser) line(raw string) {
 	}
 	if ev.NetNS != 0 {
 		if p.byNS == nil {
-			p.byNS = map[uint64]int{}
+			p.byNS = map[uint64]*NetNSCount{}
 		}
-		p.byNS[ev.NetNS]++
+		c := p.byNS[ev.NetNS]
+		if c == nil {
+			c = &NetNSCount{Inode: ev.NetNS}
+			p.byNS[ev.NetNS] = c
+		}
+		c.Count++
+		if !t.IsZero() {
+			if c.First.IsZero() || t.Before(c.First) {
+				c.First = t
+			}
+			if t.After(c.Last) {
+				c.Last = t
+			}
+		}
 	}
 	if len(p.sum.Lines) == keepLogLines {
 		copy(p.sum.Lines, p.sum.Lines[1:])

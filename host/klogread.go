@@ -95,7 +95,9 @@ func liveBootTime() time.Time {
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return time.Time{}
 	}
-	return time.Now().Round(0).Add(-time.Duration(ts.Nano()))
+	// Rounded to the millisecond: the two clock reads are a few hundred
+	// nanoseconds apart, and two reads of the log must give the same times.
+	return time.Now().Round(0).Add(-time.Duration(ts.Nano())).Round(time.Millisecond)
 }
 
 // readLiveLog reads /dev/kmsg from the start of the ring buffer until

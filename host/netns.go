@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -84,6 +85,9 @@ func ResolveNetNS(spec string) (NetNS, error) {
 		} else if ns.Init {
 			ns.Name = "init"
 		}
+	}
+	if !ns.Init {
+		ns.Created = namedNetNSCreated(ns.Name)
 	}
 	return ns, nil
 }
@@ -285,4 +289,19 @@ func netNSNames(root string) map[uint64]string {
 		}
 	}
 	return m
+}
+
+// namedNetNSCreated returns when a named namespace was created: the ctime
+// of its /run/netns bind mount, which pins the namespace's nsfs inode from
+// the moment `ip netns add` makes it. Zero for unnamed namespaces, whose
+// nsfs inode may be materialised long after the namespace was born.
+func namedNetNSCreated(name string) time.Time {
+	if name == "" || strings.ContainsRune(name, '/') {
+		return time.Time{}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(runNetNS, name), &st); err != nil {
+		return time.Time{}
+	}
+	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
 }

@@ -42,6 +42,10 @@ type NetNS struct {
 	Path  string `json:"path,omitempty"`  // e.g. /run/netns/NAME or /proc/N/ns/net
 	Inode uint64 `json:"inode,omitempty"` // as in `readlink /proc/PID/ns/net` and the kernel log
 	Init  bool   `json:"init"`
+	// Created is when a named namespace was created (zero if unknown):
+	// namespace inode numbers are reused, so kernel log events older than
+	// this belong to an earlier namespace with the same number.
+	Created time.Time `json:"created,omitzero"`
 }
 
 // Settings are the conntrack sysctls and sizing parameters. Unknown
@@ -113,9 +117,11 @@ type LogEvent struct {
 
 // NetNSCount counts log events of one namespace.
 type NetNSCount struct {
-	Inode uint64 `json:"inode"`
-	Name  string `json:"name,omitempty"` // resolved where possible
-	Count int    `json:"count"`
+	Inode uint64    `json:"inode"`
+	Name  string    `json:"name,omitempty"` // resolved where possible
+	Count int       `json:"count"`
+	First time.Time `json:"first,omitzero"`
+	Last  time.Time `json:"last,omitzero"`
 }
 
 // NetNSUsage is one namespace's table count against the global max.
