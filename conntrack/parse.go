@@ -309,6 +309,9 @@ func parseListLine(line []byte, f *Flow, withL3 bool) error {
 				if err != nil {
 					return fmt.Errorf("%s: %w", key, err)
 				}
+				if !f.Proto.HasPorts() && f.Proto != GRE {
+					continue // the kernel prints no ports for this protocol
+				}
 				if bit == sSport {
 					tup.SrcPort = uint16(v)
 				} else {
@@ -318,6 +321,9 @@ func parseListLine(line []byte, f *Flow, withL3 bool) error {
 				v, err := parseUint(val, 8)
 				if err != nil {
 					return fmt.Errorf("%s: %w", key, err)
+				}
+				if !f.Proto.IsICMP() {
+					continue
 				}
 				if bit == sType {
 					tup.ICMPType = uint8(v)
@@ -581,6 +587,15 @@ func parseSaveLine(line []byte, f *Flow) error {
 			f.Family = IPv4
 		} else {
 			f.Family = IPv6
+		}
+	}
+	// Keep only what the protocol's tuple has, as the kernel does.
+	for _, t := range []*Tuple{&f.Orig, &f.Reply} {
+		if !f.Proto.HasPorts() && f.Proto != GRE {
+			t.SrcPort, t.DstPort = 0, 0
+		}
+		if !f.Proto.IsICMP() {
+			t.ICMPType, t.ICMPCode, t.ICMPID = 0, 0, 0
 		}
 	}
 	return nil
