@@ -2,6 +2,7 @@ package analyze
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -138,9 +139,20 @@ func ruleNetNSNearFull(c *ruleContext) *Finding {
 		Explanation: "Each network namespace (container, pod, VRF) counts its own entries, but all of them are compared with the " +
 			"single global nf_conntrack_max. One busy container can hit the limit and drop its packets while the host's " +
 			"own count looks small — which is why host-level monitoring misses it.",
-		Fixes: []string{"ctdoctor --netns NAME   # diagnose that namespace: what fills it",
+		Fixes: []string{fmt.Sprintf("ctdoctor --netns %s   # diagnose that namespace: what fills it", nsArg(worst[0])),
 			"# raise the global limit in the initial namespace (it applies to every namespace):",
 			"sysctl -w net.netfilter.nf_conntrack_max=" + itoa(SuggestMax(c.snap.AllNetNS[0].Max, c.snap.AllNetNS[0].Max))}}
 }
 
 func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }
+
+// nsArg is what to pass to --netns for a namespace row: its name when it
+// has one from /run/netns, else its PID.
+func nsArg(row map[string]any) string {
+	name, _ := row["netns"].(string)
+	if pid, ok := strings.CutPrefix(name, "pid:"); ok {
+		pid, _, _ = strings.Cut(pid, " ")
+		return pid
+	}
+	return name
+}

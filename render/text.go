@@ -155,6 +155,36 @@ func Text(w io.Writer, r *analyze.Report, o TextOptions) error {
 		b.WriteString(p.dim("The table is empty: no entries to break down.\n\n"))
 	}
 
+	if len(r.Namespaces) > 0 {
+		fmt.Fprintf(&b, "%s\n", p.bold(fmt.Sprintf("Network namespaces (%d) — each one's count against the global max", len(r.Namespaces))))
+		nw := 10
+		for _, n := range r.Namespaces {
+			nw = max(nw, min(len(n.Name), 40))
+		}
+		for _, n := range r.Namespaces {
+			name := n.Name
+			if len(name) > nw {
+				name = name[:nw-1] + "…"
+			}
+			if n.Error != "" {
+				fmt.Fprintf(&b, "  %-*s %12d  %s\n", nw, name, n.Inode, p.dim(n.Error))
+				continue
+			}
+			u := 0.0
+			if n.Max > 0 {
+				u = float64(n.Count) / float64(n.Max)
+			}
+			lvl := analyze.Healthy
+			switch {
+			case u >= 0.9:
+				lvl = analyze.Critical
+			case u >= 0.75:
+				lvl = analyze.Warning
+			}
+			fmt.Fprintf(&b, "  %-*s %12d %9s %s %5s\n", nw, name, n.Inode, num(n.Count), p.sev(lvl, bar(u, 20)), pctStr(u))
+		}
+		b.WriteString("\n")
+	}
 	if len(r.Findings) == 0 {
 		b.WriteString(p.sev(analyze.Healthy, "No findings.") + "\n")
 	} else {

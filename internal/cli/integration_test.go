@@ -345,3 +345,35 @@ func TestUnansweredTraffic(t *testing.T) {
 		t.Errorf("unreplied by protocol %v, states %v", r.Breakdown.Unreplied, r.Breakdown.TCPState)
 	}
 }
+
+func TestAllNetNS(t *testing.T) {
+	a := nstest.New(t, "conntrack")
+	b := nstest.New(t, "conntrack")
+	load := func(ns *nstest.NS, n int) {
+		var sb strings.Builder
+		for i := range n {
+			fmt.Fprintf(&sb, "-I -t 3600 -u SEEN_REPLY -s 10.9.%d.%d -d 10.9.255.1 -p udp --sport %d --dport 53\n", i/250, i%250+1, 1024+i)
+		}
+		path := filepath.Join(t.TempDir(), "f.txt")
+		if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ns.LoadFlows(path)
+	}
+	load(a, 300)
+	load(b, 120)
+	r := report(t, "--all-netns", "--no-entries", "--interval", "0", "--no-log")
+	got := map[string]int64{}
+	for _, n := range r.Namespaces {
+		got[n.Name] = n.Count
+		if n.Max != r.Table.Max {
+			t.Errorf("%s: max %d, want the global %d", n.Name, n.Max, r.Table.Max)
+		}
+	}
+	if got[a.Name] != 300 || got[b.Name] != 120 {
+		t.Errorf("counts: %v", got)
+	}
+	if out := run(t, "--all-netns", "--no-entries", "--interval", "0", "--no-log", "--color", "never"); !strings.Contains(out, a.Name) {
+		t.Errorf("text report lacks the namespace table:\n%s", out)
+	}
+}
