@@ -40,7 +40,13 @@ func (r *reader) readLog(snap *Snapshot) LogSummary {
 	if len(sum.ByNetNS) > 0 && r.live {
 		names := netNSNames("/")
 		for i := range sum.ByNetNS {
-			sum.ByNetNS[i].Name = names[sum.ByNetNS[i].Inode]
+			n := &sum.ByNetNS[i]
+			n.Name = names[n.Inode]
+			// Inode numbers are reused: events from before a named
+			// namespace existed came from a namespace that is gone.
+			if c := namedNetNSCreated(n.Name); !c.IsZero() && !n.Last.IsZero() && n.Last.Before(c.Add(-time.Second)) {
+				n.Name = "gone; number since reused by " + n.Name
+			}
 		}
 	}
 	return sum
