@@ -27,10 +27,21 @@ func TestDefaultSizing(t *testing.T) {
 		{"6.18.44", 24 * gib, 262144, 262144}, // this machine: /proc/sys/net/netfilter/nf_conntrack_max = 262144
 		{"6.1.0", 64 * mib, 1024, 1024},
 	} {
-		b, m := DefaultSizing(ParseKernelVersion(tc.kernel), tc.mem)
+		b, m := DefaultSizing(ParseKernelVersion(tc.kernel), tc.mem, false)
 		if b != tc.buckets || m != tc.max {
 			t.Errorf("%s with %d MiB: got %d/%d, want %d/%d", tc.kernel, tc.mem/mib, b, m, tc.buckets, tc.max)
 		}
+	}
+}
+
+// Seed 004's CentOS 5: ip_conntrack_max 16640 = 8 × 2080 buckets, which
+// 2.6.18 picks for 520 MiB (RAM / 16 KiB / 16-byte list heads).
+func TestDefaultSizingLegacy(t *testing.T) {
+	if b, m := DefaultSizing(ParseKernelVersion("2.6.18-164.el5"), 520<<20, true); b != 2080 || m != 16640 {
+		t.Errorf("got %d/%d, want 2080/16640", b, m)
+	}
+	if b, m := DefaultSizing(ParseKernelVersion("2.6.18-164.el5"), 4<<30, true); b != 8192 || m != 65536 {
+		t.Errorf("above 1 GiB: got %d/%d, want 8192/65536 (the 65536 a seed 004 commenter reports)", b, m)
 	}
 }
 

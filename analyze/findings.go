@@ -105,6 +105,20 @@ func (c *ruleContext) setSysctl(key string, value int64) []string {
 	}
 }
 
+// setHashsize returns the command that resizes the hash table at run time
+// (the module is ip_conntrack on legacy kernels) and how to persist it.
+func (c *ruleContext) setHashsize(buckets int64, note string) string {
+	mod := "nf_conntrack"
+	if c.snap.Settings.Legacy {
+		mod = "ip_conntrack"
+	}
+	if note != "" {
+		note += "; "
+	}
+	return fmt.Sprintf("echo %d > /sys/module/%s/parameters/hashsize   # %spersist with 'options %s hashsize=%d' in /etc/modprobe.d/%s.conf (or %s.hashsize=%d on the kernel command line if it is built in)",
+		buckets, mod, note, mod, buckets, mod, mod, buckets)
+}
+
 // resizeFixes are the commands that size the table for a new max: max and
 // (modern default) as many buckets as entries, with the memory it costs.
 func (c *ruleContext) resizeFixes(newMax int64) []string {
@@ -113,11 +127,7 @@ func (c *ruleContext) resizeFixes(newMax int64) []string {
 		buckets = newMax / 4
 	}
 	mem := TableMemory(newMax, buckets, c.perEntry)
-	fixes := c.setSysctl("max", newMax)
-	if !c.snap.Settings.Legacy {
-		fixes = append(fixes,
-			fmt.Sprintf("echo %d > /sys/module/nf_conntrack/parameters/hashsize   # buckets; persist with 'options nf_conntrack hashsize=%d' in /etc/modprobe.d/nf_conntrack.conf (or nf_conntrack.hashsize=%d on the kernel command line if built in)", buckets, buckets, buckets))
-	}
+	fixes := append(c.setSysctl("max", newMax), c.setHashsize(buckets, "buckets"))
 	fixes[0] += fmt.Sprintf("   # costs up to %s of kernel memory when full", humanBytes(mem))
 	return fixes
 }

@@ -206,7 +206,7 @@ func Analyze(s *host.Snapshot, b *Breakdown, now time.Time) *Report {
 	t.MemoryBytes = TableMemory(count, set.Buckets, per)
 	t.MemoryAtMaxBytes = TableMemory(set.Max, set.Buckets, per)
 	if s.MemBytes > 0 {
-		t.DefaultBuckets, t.DefaultMax = DefaultSizing(kv, s.MemBytes)
+		t.DefaultBuckets, t.DefaultMax = DefaultSizing(kv, s.MemBytes, set.Legacy)
 	}
 	r.Table = t
 	r.Stats = statsInfo(s)

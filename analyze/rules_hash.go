@@ -44,7 +44,7 @@ func ruleChainTooLong(c *ruleContext) *Finding {
 			"(about 50–80 entries) and drops the packet. With a keyed hash this only happens when the table has far too few " +
 			"buckets for its entries, or when someone crafts colliding tuples (a hash-flooding attack).",
 		Fixes: append([]string{"# give the hash table as many buckets as the table has entries:"},
-			fmt.Sprintf("echo %d > /sys/module/nf_conntrack/parameters/hashsize", max(t.Max, t.Count)))}
+			c.setHashsize(roundUp(max(t.Max, t.Count), 512), ""))}
 }
 
 func ruleHashChainsLong(c *ruleContext) *Finding {
@@ -68,7 +68,7 @@ func ruleHashChainsLong(c *ruleContext) *Finding {
 		Explanation: "Entries live in a hash table of `buckets` chains, and every entry is hashed twice (once per direction). " +
 			"Each packet's lookup walks one chain, so long chains cost CPU on every packet. The older advice of keeping the " +
 			"count under 2/3 of the buckets (seed 001) aims at the same thing; since 5.15 the kernel's own default is one bucket per entry.",
-		Fixes: []string{fmt.Sprintf("echo %d > /sys/module/nf_conntrack/parameters/hashsize   # persist: options nf_conntrack hashsize=%d in /etc/modprobe.d/nf_conntrack.conf", roundUp(max(t.Max, t.Count), 512), roundUp(max(t.Max, t.Count), 512))}}
+		Fixes: []string{c.setHashsize(roundUp(max(t.Max, t.Count), 512), "")}}
 }
 
 func ruleMaxBucketsRatio(c *ruleContext) *Finding {
@@ -95,8 +95,7 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 		Explanation: "This is " + reason + ". Since Linux 5.15 the kernel sizes the hash with one bucket per allowed entry, " +
 			"so a full table keeps chains at about 2 nodes. A higher ratio saves 8 bytes per bucket but makes every lookup " +
 			"walk longer chains when the table fills up. The seeds' 'hashsize = max / 4' formula predates this change.",
-		Fixes: []string{fmt.Sprintf("echo %d > /sys/module/nf_conntrack/parameters/hashsize   # %s more kernel memory; persist: options nf_conntrack hashsize=%d in /etc/modprobe.d/nf_conntrack.conf",
-			roundUp(t.Max, 512), humanBytes((roundUp(t.Max, 512)-roundUp(t.Buckets, 512))*8), roundUp(t.Max, 512))}}
+		Fixes: []string{c.setHashsize(roundUp(t.Max, 512), humanBytes((roundUp(t.Max, 512)-roundUp(t.Buckets, 512))*8)+" more kernel memory")}}
 }
 
 func ruleStatsUnavailable(c *ruleContext) *Finding {

@@ -45,8 +45,20 @@ func (v KernelVersion) Known() bool { return v.Major > 0 }
 // since 5.15 one bucket per 128 KiB, set to 65536 above 1 GiB and 262144
 // above 4 GiB, at least 1024, max = buckets; before, 16384 above 1 GiB and
 // 65536 above 4 GiB, at least 32, max = 4 × buckets.
-func DefaultSizing(v KernelVersion, memBytes uint64) (buckets, max int64) {
+//
+// Legacy ip_conntrack kernels (RHEL/CentOS 5's 2.6.18) used 16-byte list
+// heads and max = 8 × buckets, with 8192 buckets above 1 GiB — 32 entries
+// per MB of RAM on x86-64 below that (seed 004's 16640 on ~520 MiB).
+func DefaultSizing(v KernelVersion, memBytes uint64, legacy bool) (buckets, maxEntries int64) {
 	const gib = 1 << 30
+	if legacy {
+		b := int64(memBytes / 16384 / 16)
+		if memBytes > gib {
+			b = 8192
+		}
+		b = max(b, 16)
+		return b, 8 * b
+	}
 	b := int64(memBytes / 16384 / 8)
 	if !v.Known() || v.AtLeast(5, 15) {
 		switch {
