@@ -33,11 +33,11 @@ type doctorOptions struct {
 
 func (d *doctorOptions) bind(c *cobra.Command) {
 	f := c.Flags()
-	f.StringVar(&d.netns, "netns", "", "network namespace to diagnose: a name from /run/netns, a path, or a PID (default: the caller's)")
+	f.StringVar(&d.netns, "netns", "", "network namespace to diagnose: a `NAME` from /run/netns, a path, or a PID (default: the caller's)")
 	f.BoolVar(&d.allNetNS, "all-netns", false, "also list every named and process network namespace with its count against the global max")
-	f.StringVar(&d.from, "from", "", "read entries from FILE (or - for stdin) in `conntrack -L`, `conntrack -L -o extended`, /proc or `-o save` format instead of the host")
-	f.StringVar(&d.snapshot, "snapshot", "", "diagnose a snapshot taken with `ctdoctor snapshot` (FILE.tar.gz or an extracted directory)")
-	f.StringVar(&d.root, "root", "", "read the host through this root directory (a mounted image or a fake root) instead of /")
+	f.StringVar(&d.from, "from", "", "read entries from `FILE` (- for stdin) instead of the host, in 'conntrack -L', 'conntrack -L -o extended', /proc/net/nf_conntrack or 'conntrack -L -o save' format")
+	f.StringVar(&d.snapshot, "snapshot", "", "diagnose a snapshot taken with 'ctdoctor snapshot' (`FILE`.tar.gz or an extracted directory)")
+	f.StringVar(&d.root, "root", "", "read the host through this root `DIR` (a mounted image or a fake root) instead of /")
 	f.StringVarP(&d.output, "output", "o", "text", "output format: text or json")
 	f.DurationVar(&d.interval, "interval", time.Second, "time between the two counter samples used for rates (0 = one sample, no rates)")
 	f.BoolVar(&d.noLog, "no-log", false, "do not read the kernel log")

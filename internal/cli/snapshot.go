@@ -47,8 +47,8 @@ private, so every breakdown and finding comes out the same.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.output, "output", "o", "", "archive to write (.tar.gz); - for stdout")
-	f.StringVar(&o.netns, "netns", "", "network namespace to capture: a name from /run/netns, a path, or a PID")
+	f.StringVarP(&o.output, "output", "o", "", "archive `FILE` to write (.tar.gz); - for stdout")
+	f.StringVar(&o.netns, "netns", "", "network namespace to capture: a `NAME` from /run/netns, a path, or a PID")
 	f.BoolVar(&o.anonymize, "anonymize", false, "replace addresses and the hostname with consistent stand-ins")
 	f.BoolVar(&o.noLog, "no-log", false, "do not read the kernel log")
 	f.BoolVar(&o.noRules, "no-ruleset", false, "do not capture the nftables / iptables ruleset")
