@@ -128,7 +128,7 @@ func (c *ruleContext) resizeFixes(newMax int64) []string {
 	}
 	mem := TableMemory(newMax, buckets, c.perEntry)
 	fixes := append(c.setSysctl("max", newMax), c.setHashsize(buckets, "buckets"))
-	fixes[0] += fmt.Sprintf("   # costs up to %s of kernel memory when full", humanBytes(mem))
+	fixes[0] += fmt.Sprintf("   # costs up to %s of kernel memory when full", HumanBytes(mem))
 	return fixes
 }
 
@@ -151,7 +151,8 @@ func notrackFixes(nftIn, nftOut, iptIn, iptOut string) []string {
 	}
 }
 
-func humanBytes(n int64) string {
+// HumanBytes formats a byte count with binary units ("66.0 MiB").
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -95,7 +95,7 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 		Explanation: "This is " + reason + ". Since Linux 5.15 the kernel sizes the hash with one bucket per allowed entry, " +
 			"so a full table keeps chains at about 2 nodes. A higher ratio saves 8 bytes per bucket but makes every lookup " +
 			"walk longer chains when the table fills up. The seeds' 'hashsize = max / 4' formula predates this change.",
-		Fixes: []string{c.setHashsize(roundUp(t.Max, 512), humanBytes((roundUp(t.Max, 512)-roundUp(t.Buckets, 512))*8)+" more kernel memory")}}
+		Fixes: []string{c.setHashsize(roundUp(t.Max, 512), HumanBytes((roundUp(t.Max, 512)-roundUp(t.Buckets, 512))*8)+" more kernel memory")}}
 }
 
 func ruleStatsUnavailable(c *ruleContext) *Finding {

@@ -350,16 +350,7 @@ func human(n int64) string {
 	if n <= 0 {
 		return "?"
 	}
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return analyze.HumanBytes(n)
 }
 
 func perEntry(t analyze.TableInfo) int64 {
