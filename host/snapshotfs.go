@@ -187,29 +187,21 @@ func snapshotFiles(s *Snapshot, anon *Anonymizer) map[string][]byte {
 		putS("sys/devices/system/cpu/possible", cpus)
 	}
 	set := s.Settings
+	// The same settings under the names of the kernel that was read.
+	dir, prefix, module := "proc/sys/net/netfilter/", "nf_conntrack_", "nf_conntrack"
 	if set.Legacy {
+		dir, prefix, module = "proc/sys/net/ipv4/netfilter/", "ip_conntrack_", "ip_conntrack"
 		put("proc/sys/net/ipv4/ip_conntrack_max", set.Max)
-		put("proc/sys/net/ipv4/netfilter/ip_conntrack_max", set.Max)
-		put("proc/sys/net/ipv4/netfilter/ip_conntrack_count", set.Count)
-		put("proc/sys/net/ipv4/netfilter/ip_conntrack_buckets", set.Buckets)
-		for k, v := range set.Timeouts {
-			put("proc/sys/net/ipv4/netfilter/ip_conntrack_"+k, v)
-		}
-		for k, v := range set.Switches {
-			put("proc/sys/net/ipv4/netfilter/ip_conntrack_"+k, v)
-		}
-	} else {
-		put("proc/sys/net/netfilter/nf_conntrack_max", set.Max)
-		put("proc/sys/net/netfilter/nf_conntrack_count", set.Count)
-		put("proc/sys/net/netfilter/nf_conntrack_buckets", set.Buckets)
-		for k, v := range set.Timeouts {
-			put("proc/sys/net/netfilter/nf_conntrack_"+k, v)
-		}
-		for k, v := range set.Switches {
-			put("proc/sys/net/netfilter/nf_conntrack_"+k, v)
+	}
+	put(dir+prefix+"max", set.Max)
+	put(dir+prefix+"count", set.Count)
+	put(dir+prefix+"buckets", set.Buckets)
+	for _, m := range []map[string]int64{set.Timeouts, set.Switches} {
+		for k, v := range m {
+			put(dir+prefix+k, v)
 		}
 	}
-	put("sys/module/nf_conntrack/parameters/hashsize", set.HashSize)
+	put("sys/module/"+module+"/parameters/hashsize", set.HashSize)
 	if set.ObjectSize > 0 {
 		put("sys/kernel/slab/nf_conntrack/object_size", set.ObjectSize)
 	}
