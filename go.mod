@@ -3,6 +3,7 @@ module github.com/ctdoctor/ctdoctor
 go 1.24.0
 
 require (
+	github.com/dchest/siphash v1.2.3
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/sys v0.38.0
 )

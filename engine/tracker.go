@@ -1,54 +1,739 @@
 package engine
 
 import (
+	"bufio"
+	crand "crypto/rand"
+	"encoding/binary"
 	"io"
+	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
 
 // Tracker is a connection-tracking table with the kernel's semantics. Safe
-// for concurrent use.
+// for concurrent use: every method takes one lock.
 type Tracker struct {
-	mu    sync.Mutex
-	clock Clock
+	mu      sync.Mutex
+	clock   Clock
+	h       hasher
+	rng     *rand.Rand
+	buckets []nodeRef
+	slab    slab
+	count   int
+	counts  Counts
+	set     map[string]int64
+	to      timeouts
+	notrack []NoTrackRule
+	stats   [][conntrack.NumStatFields]uint64
+	chain   int // Config.ChainLimit
+
+	wheel  [wheelSlots][]uint64
+	cursor int64 // the next wheel second to process
+	// earlyDropMode is set when a new connection was dropped because
+	// nothing could be evicted; the next GC pass then also kills
+	// non-ASSURED and closing TCP entries while the table is ≥ 95 % full.
+	earlyDropMode bool
+}
+
+const wheelSlots = 1024
+
+type timeouts struct {
+	tcp                  [conntrack.TCPStateCount]int64
+	tcpRetrans, tcpUnack int64
+	maxRetrans           int
+	loose                bool
+	udp, udpStream       int64
+	icmp, icmpv6         int64
+	generic              int64
+	max                  int
 }
 
 // New returns an empty tracker.
-func New(cfg Config) (*Tracker, error) { panic("engine: not implemented yet") }
+func New(cfg Config) (*Tracker, error) {
+	t := &Tracker{clock: cfg.Clock, set: DefaultSettings(), chain: cfg.ChainLimit}
+	if t.clock == nil {
+		t.clock = RealClock()
+	}
+	for k, v := range cfg.Settings {
+		name, err := CanonicalSetting(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkSetting(name, v); err != nil {
+			return nil, err
+		}
+		t.set[name] = v
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		var b [8]byte
+		_, _ = crand.Read(b[:])
+		seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	k0 := splitmix(seed)
+	k1 := splitmix(k0)
+	t.h = hasher{k0, k1}
+	t.rng = rand.New(rand.NewPCG(k1, k0))
+	cpus := max(cfg.CPUs, 1)
+	t.stats = make([][conntrack.NumStatFields]uint64, cpus)
+	t.notrack = append([]NoTrackRule(nil), cfg.NoTrack...)
+	t.applySettings()
+	t.buckets = make([]nodeRef, t.set[SetBuckets])
+	t.cursor = int64(t.clock.Now())/1e9 + 1
+	return t, nil
+}
 
-// Process tracks one packet and returns the verdict.
-func (t *Tracker) Process(p *Packet) Verdict { panic("engine: not implemented yet") }
+func splitmix(x uint64) uint64 {
+	x += 0x9E3779B97F4A7C15
+	x = (x ^ x>>30) * 0xBF58476D1CE4E5B9
+	x = (x ^ x>>27) * 0x94D049BB133111EB
+	return x ^ x>>31
+}
 
-// Count returns the number of entries (the netns count).
-func (t *Tracker) Count() int { panic("engine: not implemented yet") }
-
-// Counts returns the entries by protocol and state.
-func (t *Tracker) Counts() Counts { panic("engine: not implemented yet") }
+func (t *Tracker) applySettings() {
+	s := func(name string) int64 { return t.set[name] * int64(time.Second) }
+	to := &t.to
+	to.tcp[sSS] = s(SetTCPTimeoutSynSent)
+	to.tcp[sSR] = s(SetTCPTimeoutSynRecv)
+	to.tcp[sES] = s(SetTCPTimeoutEstablished)
+	to.tcp[sFW] = s(SetTCPTimeoutFinWait)
+	to.tcp[sCW] = s(SetTCPTimeoutCloseWait)
+	to.tcp[sLA] = s(SetTCPTimeoutLastAck)
+	to.tcp[sTW] = s(SetTCPTimeoutTimeWait)
+	to.tcp[sCL] = s(SetTCPTimeoutClose)
+	to.tcp[sS2] = 120 * int64(time.Second) // no sysctl: fixed in the kernel
+	to.tcpRetrans = s(SetTCPTimeoutMaxRetrans)
+	to.tcpUnack = s(SetTCPTimeoutUnacknowledged)
+	to.maxRetrans = int(t.set[SetTCPMaxRetrans])
+	to.loose = t.set[SetTCPLoose] != 0
+	to.udp = s(SetUDPTimeout)
+	to.udpStream = s(SetUDPTimeoutStream)
+	to.icmp = s(SetICMPTimeout)
+	to.icmpv6 = s(SetICMPv6Timeout)
+	to.generic = s(SetGenericTimeout)
+	to.max = int(t.set[SetMax])
+}
 
 // Settings returns every setting's current value.
-func (t *Tracker) Settings() map[string]int64 { panic("engine: not implemented yet") }
+func (t *Tracker) Settings() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := make(map[string]int64, len(t.set))
+	for k, v := range t.set {
+		m[k] = v
+	}
+	return m
+}
 
-// Set changes one setting at run time, as writing the sysctl would.
-func (t *Tracker) Set(name string, v int64) error { panic("engine: not implemented yet") }
+// Set changes one setting at run time, as writing the sysctl would: new
+// timeouts apply from each entry's next packet, a new bucket count rehashes
+// the table, and lowering the maximum evicts nothing (new connections
+// are refused until the count falls below it).
+func (t *Tracker) Set(name string, v int64) error {
+	name, err := CanonicalSetting(name)
+	if err != nil {
+		return err
+	}
+	if err := checkSetting(name, v); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.set[name] = v
+	t.applySettings()
+	if name == SetBuckets && int(v) != len(t.buckets) {
+		t.rehash(int(v))
+	}
+	return nil
+}
 
-// Stats returns the per-CPU statistics counters.
-func (t *Tracker) Stats() []conntrack.Stats { panic("engine: not implemented yet") }
+func (t *Tracker) rehash(n int) {
+	t.buckets = make([]nodeRef, n)
+	for i := uint32(0); i < t.slab.used; i++ {
+		e := t.slab.at(i)
+		if e.flags&eLive == 0 {
+			continue
+		}
+		t.link(i, e)
+	}
+}
 
-// TotalStats returns the statistics summed over CPUs.
-func (t *Tracker) TotalStats() conntrack.Stats { return conntrack.SumStats(t.Stats()) }
+// link inserts an entry's two nodes at the heads of their chains.
+func (t *Tracker) link(idx uint32, e *entry) {
+	b := bucketOf(t.h.hash(&e.k), len(t.buckets))
+	e.next[Original] = t.buckets[b]
+	t.buckets[b] = mkRef(idx, Original)
+	rk := invert(&e.k)
+	rb := bucketOf(t.h.hash(&rk), len(t.buckets))
+	e.next[Reply] = t.buckets[rb]
+	t.buckets[rb] = mkRef(idx, Reply)
+}
 
-// Flows calls fn for every live entry; it is a [conntrack.Source].
-func (t *Tracker) Flows(fn func(*conntrack.Flow) error) error { panic("engine: not implemented yet") }
+func (t *Tracker) unlinkRef(b int, ref nodeRef) {
+	p := &t.buckets[b]
+	for *p != 0 {
+		if *p == ref {
+			*p = t.slab.at(refIdx(ref)).next[refDir(ref)]
+			return
+		}
+		p = &t.slab.at(refIdx(*p)).next[refDir(*p)]
+	}
+}
+
+// kill deletes an entry.
+func (t *Tracker) kill(idx uint32, e *entry) {
+	t.unlinkRef(bucketOf(t.h.hash(&e.k), len(t.buckets)), mkRef(idx, Original))
+	rk := invert(&e.k)
+	t.unlinkRef(bucketOf(t.h.hash(&rk), len(t.buckets)), mkRef(idx, Reply))
+	t.account(e, -1)
+	t.count--
+	t.slab.release(idx)
+}
+
+// account adds (d = 1) or removes (d = -1) an entry from the counts.
+func (t *Tracker) account(e *entry, d int) {
+	c := &t.counts
+	switch conntrack.Proto(e.k.proto) {
+	case conntrack.TCP:
+		c.TCP[e.state] += d
+	case conntrack.UDP, conntrack.UDPLite:
+		c.UDP += d
+	case conntrack.ICMP, conntrack.ICMPv6:
+		c.ICMP += d
+	default:
+		c.Other += d
+	}
+	if e.status&uint16(conntrack.StatusAssured) != 0 {
+		c.Assured += d
+	}
+	if e.status&uint16(conntrack.StatusSeenReply) == 0 {
+		c.Unreplied += d
+	}
+}
+
+func (t *Tracker) setStatus(e *entry, s conntrack.Status) {
+	if e.status&uint16(s) != 0 {
+		return
+	}
+	e.status |= uint16(s)
+	switch s {
+	case conntrack.StatusAssured:
+		t.counts.Assured++
+	case conntrack.StatusSeenReply:
+		t.counts.Unreplied--
+	}
+}
+
+func (t *Tracker) setState(e *entry, s uint8) {
+	if conntrack.Proto(e.k.proto) == conntrack.TCP && e.state != s {
+		t.counts.TCP[e.state]--
+		t.counts.TCP[s]++
+	}
+	e.state = s
+}
+
+// refresh sets an entry's timeout and keeps the expiry wheel informed.
+func (t *Tracker) refresh(idx uint32, e *entry, now, tmo int64) {
+	e.expires = now + tmo
+	t.schedule(idx, e)
+}
+
+func (t *Tracker) schedule(idx uint32, e *entry) {
+	sec := (e.expires + int64(time.Second) - 1) / int64(time.Second)
+	sec = min(max(sec, t.cursor), t.cursor+wheelSlots-1)
+	if e.wheelAt != 0 && int64(e.wheelAt-1) <= sec {
+		return // queued at or before its expiry: requeued then if still alive
+	}
+	e.wheelAt = uint32(sec + 1)
+	s := &t.wheel[sec%wheelSlots]
+	*s = append(*s, uint64(idx)<<32|uint64(e.gen))
+}
+
+// advance runs garbage collection up to now: entries are deleted within a
+// second of expiring.
+func (t *Tracker) advance(now int64) {
+	for t.cursor*int64(time.Second) <= now {
+		slot := &t.wheel[t.cursor%wheelSlots]
+		items := *slot
+		*slot = items[:0]
+		for _, it := range items {
+			idx, gen := uint32(it>>32), uint32(it)
+			e := t.slab.at(idx)
+			if e.gen != gen || e.flags&eLive == 0 || e.wheelAt != uint32(t.cursor+1) {
+				continue
+			}
+			e.wheelAt = 0
+			if e.expires <= now {
+				t.kill(idx, e)
+			} else {
+				t.schedule(idx, e)
+			}
+		}
+		t.cursor++
+		if t.earlyDropMode {
+			t.gcEarlyDrop()
+		}
+	}
+}
+
+// gcEarlyDrop is the GC pass after a failed allocation: while the table is
+// at 95 % of its maximum or more, entries that may be dropped early (not
+// ASSURED, or TCP closing) are killed.
+func (t *Tracker) gcEarlyDrop() {
+	t.earlyDropMode = false
+	max95 := t.to.max * 95 / 100
+	for i := uint32(0); i < t.slab.used && t.count >= max95; i++ {
+		e := t.slab.at(i)
+		if e.flags&eLive == 0 {
+			continue
+		}
+		if canEarlyDrop(e) {
+			t.kill(i, e)
+		}
+	}
+}
+
+func canEarlyDrop(e *entry) bool {
+	if e.status&uint16(conntrack.StatusAssured) == 0 {
+		return true
+	}
+	if conntrack.Proto(e.k.proto) == conntrack.TCP {
+		switch e.state {
+		case sFW, sCW, sLA, sTW, sCL:
+			return true
+		}
+	}
+	return false
+}
+
+// earlyDrop makes room for a new entry whose original tuple hashes to
+// bucket b: from b, up to 8 buckets are scanned; expired entries are reaped
+// and every non-ASSURED entry of the first bucket that has one is evicted.
+func (t *Tracker) earlyDrop(b int, now int64, st *[conntrack.NumStatFields]uint64) bool {
+	var victims [16]uint32
+	for i := range 8 {
+		bb := (b + i) % len(t.buckets)
+		v := victims[:0]
+		for r := t.buckets[bb]; r != 0; {
+			idx := refIdx(r)
+			e := t.slab.at(idx)
+			r = e.next[refDir(r)]
+			if e.expires <= now || e.status&uint16(conntrack.StatusAssured) == 0 {
+				v = append(v, idx)
+			}
+		}
+		killed := 0
+		for _, idx := range v {
+			e := t.slab.at(idx)
+			if e.flags&eLive == 0 {
+				continue // both its nodes were in this bucket
+			}
+			if e.expires > now {
+				killed++
+			}
+			t.kill(idx, e)
+		}
+		if killed > 0 {
+			st[conntrack.StatEarlyDrop] += uint64(killed)
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tracker) statLine(cpu int) *[conntrack.NumStatFields]uint64 {
+	if cpu < 0 || cpu >= len(t.stats) {
+		cpu = 0
+	}
+	return &t.stats[cpu]
+}
+
+// makeKey builds the packet's tuple.
+func makeKey(p *Packet) key {
+	k := key{src: addrBytes(p.Src), dst: addrBytes(p.Dst), zone: p.Zone, proto: uint8(p.Proto), fam: uint8(p.Family)}
+	if k.fam == 0 {
+		k.fam = uint8(conntrack.IPv6)
+		if p.Src.Is4() {
+			k.fam = uint8(conntrack.IPv4)
+		}
+	}
+	switch p.Proto {
+	case conntrack.TCP, conntrack.UDP, conntrack.UDPLite, conntrack.SCTP, conntrack.DCCP:
+		k.sport, k.dport = p.SrcPort, p.DstPort
+	case conntrack.ICMP, conntrack.ICMPv6:
+		k.sport, k.dport = p.ICMPID, uint16(p.ICMPType)<<8|uint16(p.ICMPCode)
+	}
+	return k
+}
+
+// find looks a tuple up in bucket b. It returns the matching node (0 if
+// none) and the chain's length. An expired match is deleted and not returned.
+func (t *Tracker) find(b int, k *key, now int64) (nodeRef, int) {
+	n := 0
+	for r := t.buckets[b]; r != 0; n++ {
+		e := t.slab.at(refIdx(r))
+		dir := refDir(r)
+		if keyMatch(&e.k, k, dir) {
+			if e.expires <= now {
+				t.kill(refIdx(r), e)
+				return 0, n
+			}
+			return r, n
+		}
+		r = e.next[dir]
+	}
+	return 0, n
+}
+
+// keyMatch reports whether k is the entry tuple ek seen in direction dir.
+func keyMatch(ek, k *key, dir Direction) bool {
+	if dir == Original {
+		return *ek == *k
+	}
+	if ek.zone != k.zone || ek.proto != k.proto || ek.fam != k.fam {
+		return false
+	}
+	switch conntrack.Proto(k.proto) {
+	case conntrack.ICMP, conntrack.ICMPv6:
+		if ek.sport != k.sport || uint16(icmpReplyType(conntrack.Proto(k.proto), uint8(ek.dport>>8)))<<8|ek.dport&0xff != k.dport {
+			return false
+		}
+	default:
+		if ek.sport != k.dport || ek.dport != k.sport {
+			return false
+		}
+	}
+	return ek.src == k.dst && ek.dst == k.src
+}
+
+// Process tracks one packet and returns the verdict.
+func (t *Tracker) Process(p *Packet) Verdict {
+	t.mu.Lock()
+	now := int64(t.clock.Now())
+	if t.cursor*int64(time.Second) <= now {
+		t.advance(now)
+	}
+	v := t.process(p, now)
+	t.mu.Unlock()
+	return v
+}
+
+func invalid(st *[conntrack.NumStatFields]uint64, reason string) Verdict {
+	st[conntrack.StatInvalid]++
+	return Verdict{CtInfo: conntrack.CtInvalid, Reason: reason}
+}
+
+func (t *Tracker) process(p *Packet, now int64) Verdict {
+	st := t.statLine(p.CPU)
+	for i := range t.notrack {
+		if t.notrack[i].Match(p) {
+			return Verdict{CtInfo: conntrack.CtUntracked}
+		}
+	}
+	switch p.Proto {
+	case conntrack.TCP:
+		if !tcpValidFlags(p.Flags) {
+			return invalid(st, "invalid tcp flags")
+		}
+	case conntrack.ICMP, conntrack.ICMPv6:
+		if p.Proto == conntrack.ICMPv6 && icmpv6Untracked(p.ICMPType) {
+			return Verdict{CtInfo: conntrack.CtUntracked}
+		}
+		if icmpIsError(p.Proto, p.ICMPType) {
+			return t.icmpError(p, now, st)
+		}
+	}
+	k := makeKey(p)
+	b := bucketOf(t.h.hash(&k), len(t.buckets))
+	ref, chain := t.find(b, &k, now)
+	if ref == 0 {
+		return t.create(p, &k, b, chain, now, st)
+	}
+	idx, dir := refIdx(ref), refDir(ref)
+	return t.update(p, idx, t.slab.at(idx), dir, false, now, st)
+}
+
+func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+	if !p.HasEmbedded {
+		st[conntrack.StatError]++
+		return Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error without the offending header"}
+	}
+	em := &p.Embedded
+	inner := Packet{Family: p.Family, Proto: em.Proto, Src: em.Src, Dst: em.Dst, SrcPort: em.SrcPort, DstPort: em.DstPort,
+		ICMPType: em.ICMPType, ICMPCode: em.ICMPCode, ICMPID: em.ICMPID, Zone: p.Zone}
+	ik := makeKey(&inner)
+	inv := invert(&ik)
+	ref, _ := t.find(bucketOf(t.h.hash(&inv), len(t.buckets)), &inv, now)
+	if ref == 0 {
+		st[conntrack.StatError]++
+		return Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error for no tracked connection"}
+	}
+	e := t.slab.at(refIdx(ref))
+	v := Verdict{CtInfo: conntrack.CtRelated, Dir: refDir(ref), State: e.state, Status: conntrack.Status(e.status)}
+	if v.Dir == Reply {
+		v.CtInfo = conntrack.CtRelatedReply
+	}
+	return v
+}
+
+// create tracks the first packet of a connection.
+func (t *Tracker) create(p *Packet, k *key, b, chain int, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+	switch p.Proto {
+	case conntrack.TCP:
+		ns := tcpTable[Original][tcpClass(p.Flags)][sNO]
+		if ns != sSS && (ns != sES || !t.to.loose) {
+			return invalid(st, "tcp packet without a connection (not a SYN)")
+		}
+	case conntrack.ICMP, conntrack.ICMPv6:
+		if !icmpIsRequest(p.Proto, p.ICMPType) {
+			return invalid(st, "icmp type that cannot start a connection")
+		}
+	}
+	if t.count+1 > t.to.max && !t.earlyDrop(b, now, st) {
+		st[conntrack.StatDrop]++
+		t.earlyDropMode = true
+		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "table full"}
+	}
+	// Confirm: the insert joins both chains, unless one is too long or the
+	// reply tuple clashes with another entry.
+	rk := invert(k)
+	rb := bucketOf(t.h.hash(&rk), len(t.buckets))
+	clash, rchain := t.find(rb, &rk, now)
+	if clash != 0 {
+		st[conntrack.StatInsertFailed]++
+		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "insert clash"}
+	}
+	if limit := t.chainLimit(); limit >= 0 && (chain > limit || rchain > limit) {
+		st[conntrack.StatChainTooLong]++
+		st[conntrack.StatInsertFailed]++
+		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "chain too long"}
+	}
+	idx := t.slab.alloc()
+	e := t.slab.at(idx)
+	e.k = *k
+	e.flags = eLive
+	e.status = uint16(conntrack.StatusConfirmed)
+	t.link(idx, e)
+	t.count++
+	t.account(e, 1)
+	return t.update(p, idx, e, Original, true, now, st)
+}
+
+func (t *Tracker) chainLimit() int {
+	switch {
+	case t.chain > 0:
+		return t.chain
+	case t.chain < 0:
+		return -1
+	}
+	return 50 + t.rng.IntN(30)
+}
+
+// update runs the protocol tracker on an entry for one packet.
+func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created bool, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+	v := Verdict{Dir: dir, Created: created, CtInfo: conntrack.CtNew}
+	switch {
+	case dir == Reply:
+		v.CtInfo = conntrack.CtEstablishedReply
+	case e.status&uint16(conntrack.StatusSeenReply) != 0:
+		v.CtInfo = conntrack.CtEstablished
+	}
+	var tmo int64
+	switch conntrack.Proto(e.k.proto) {
+	case conntrack.TCP:
+		old := e.state
+		action, ns, to := t.tcpPacket(e, p, dir, old)
+		switch action {
+		case tcpIgnore:
+			v.State, v.Status = e.state, conntrack.Status(e.status)
+			return v
+		case tcpInvalid:
+			vv := invalid(st, "invalid tcp state transition")
+			if created {
+				t.kill(idx, e)
+			}
+			return vv
+		case tcpKill:
+			t.kill(idx, e)
+			v.Deleted = true
+			return v
+		case tcpReopen:
+			t.kill(idx, e)
+			nv := t.process(p, now)
+			nv.Deleted = true
+			return nv
+		}
+		t.setState(e, ns)
+		tmo = to
+	case conntrack.UDP, conntrack.UDPLite:
+		tmo = t.to.udp
+		if created {
+			stream := now + 2*int64(time.Second)
+			e.tcp.end[0], e.tcp.end[1] = uint32(stream), uint32(stream>>32)
+		} else if e.status&uint16(conntrack.StatusSeenReply) != 0 {
+			streamAt := int64(e.tcp.end[0]) | int64(e.tcp.end[1])<<32
+			if now > streamAt {
+				tmo = t.to.udpStream
+				t.setStatus(e, conntrack.StatusAssured)
+			}
+		}
+	case conntrack.ICMP:
+		tmo = t.to.icmp
+	case conntrack.ICMPv6:
+		tmo = t.to.icmpv6
+	default:
+		tmo = t.to.generic
+	}
+	t.refresh(idx, e, now, tmo)
+	if dir == Reply {
+		t.setStatus(e, conntrack.StatusSeenReply)
+	}
+	v.State, v.Status, v.Timeout = e.state, conntrack.Status(e.status), uint32(tmo/int64(time.Second))
+	return v
+}
+
+// Count returns the number of entries (the netns count).
+func (t *Tracker) Count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.advanceNow()
+	return t.count
+}
+
+func (t *Tracker) advanceNow() int64 {
+	now := int64(t.clock.Now())
+	if t.cursor*int64(time.Second) <= now {
+		t.advance(now)
+	}
+	return now
+}
+
+// Counts returns the entries by protocol and state.
+func (t *Tracker) Counts() Counts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.advanceNow()
+	c := t.counts
+	c.Total = t.count
+	return c
+}
+
+// Stats returns the per-CPU statistics counters, with the counters a
+// current kernel reports marked present.
+func (t *Tracker) Stats() []conntrack.Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.advanceNow()
+	out := make([]conntrack.Stats, len(t.stats))
+	for i := range t.stats {
+		for _, f := range []conntrack.StatField{conntrack.StatFound, conntrack.StatInvalid, conntrack.StatInsert,
+			conntrack.StatInsertFailed, conntrack.StatDrop, conntrack.StatEarlyDrop, conntrack.StatError,
+			conntrack.StatSearchRestart, conntrack.StatClashResolve, conntrack.StatChainTooLong} {
+			out[i].Set(f, t.stats[i][f])
+		}
+		out[i].Set(conntrack.StatEntries, uint64(t.count))
+	}
+	return out
+}
+
+// Flows calls fn for every live entry, in table order; it is a
+// [conntrack.Source]. The tracker is locked meanwhile: fn must not call
+// the tracker.
+func (t *Tracker) Flows(fn func(*conntrack.Flow) error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.advanceNow()
+	var f conntrack.Flow
+	for i := uint32(0); i < t.slab.used; i++ {
+		e := t.slab.at(i)
+		if e.flags&eLive == 0 {
+			continue
+		}
+		if e.expires <= now {
+			t.kill(i, e)
+			continue
+		}
+		fillFlow(&f, e, now)
+		if err := fn(&f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fillFlow(f *conntrack.Flow, e *entry, now int64) {
+	*f = conntrack.Flow{
+		Family:  conntrack.Family(e.k.fam),
+		Proto:   conntrack.Proto(e.k.proto),
+		Timeout: uint32((e.expires - now) / int64(time.Second)),
+		Status:  conntrack.Status(e.status),
+		Zone:    e.k.zone,
+		Use:     1,
+	}
+	if f.Proto == conntrack.TCP {
+		f.State = e.state
+	}
+	f.Orig = keyTuple(&e.k)
+	rk := invert(&e.k)
+	f.Reply = keyTuple(&rk)
+}
+
+func keyTuple(k *key) conntrack.Tuple {
+	tu := conntrack.Tuple{Src: bytesAddr(&k.src, k.fam), Dst: bytesAddr(&k.dst, k.fam)}
+	switch conntrack.Proto(k.proto) {
+	case conntrack.ICMP, conntrack.ICMPv6:
+		tu.ICMPID, tu.ICMPType, tu.ICMPCode = k.sport, uint8(k.dport>>8), uint8(k.dport)
+	default:
+		tu.SrcPort, tu.DstPort = k.sport, k.dport
+	}
+	return tu
+}
 
 // Lookup finds the entry the packet would match, without changing it, and
 // fills f with it.
 func (t *Tracker) Lookup(p *Packet, f *conntrack.Flow) (Direction, bool) {
-	panic("engine: not implemented yet")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.advanceNow()
+	k := makeKey(p)
+	ref, _ := t.find(bucketOf(t.h.hash(&k), len(t.buckets)), &k, now)
+	if ref == 0 {
+		return Original, false
+	}
+	fillFlow(f, t.slab.at(refIdx(ref)), now)
+	return refDir(ref), true
 }
 
 // Flush deletes every entry and returns how many there were.
-func (t *Tracker) Flush() int { panic("engine: not implemented yet") }
+func (t *Tracker) Flush() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for i := uint32(0); i < t.slab.used; i++ {
+		if e := t.slab.at(i); e.flags&eLive != 0 {
+			t.kill(i, e)
+			n++
+		}
+	}
+	return n
+}
 
 // WriteProc writes the table as /proc/net/nf_conntrack would.
-func (t *Tracker) WriteProc(w io.Writer) error { panic("engine: not implemented yet") }
+func (t *Tracker) WriteProc(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	var line []byte
+	err := t.Flows(func(f *conntrack.Flow) error {
+		line = f.AppendProc(line[:0])
+		_, err := bw.Write(line)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// TotalStats returns the statistics summed over CPUs.
+func (t *Tracker) TotalStats() conntrack.Stats { return conntrack.SumStats(t.Stats()) }
