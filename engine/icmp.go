@@ -44,10 +44,11 @@ func icmpIsError(p conntrack.Proto, t uint8) bool {
 }
 
 // icmpv6Untracked reports the ICMPv6 neighbour discovery, router and MLD
-// messages the kernel marks UNTRACKED.
+// messages the kernel marks UNTRACKED (a redirect, 137, is not one of them:
+// it is INVALID).
 func icmpv6Untracked(t uint8) bool {
 	switch t {
-	case 130, 131, 132, 133, 134, 135, 136, 137, 143:
+	case 130, 131, 132, 133, 134, 135, 136, 143:
 		return true
 	}
 	return false

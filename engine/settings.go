@@ -30,6 +30,8 @@ const (
 	SetICMPTimeout              = "nf_conntrack_icmp_timeout"
 	SetICMPv6Timeout            = "nf_conntrack_icmpv6_timeout"
 	SetGenericTimeout           = "nf_conntrack_generic_timeout"
+	SetGRETimeout               = "nf_conntrack_gre_timeout"
+	SetGRETimeoutStream         = "nf_conntrack_gre_timeout_stream"
 )
 
 // DefaultSettings returns the kernel's defaults for every setting the
@@ -57,6 +59,8 @@ func DefaultSettings() map[string]int64 {
 		SetICMPTimeout:              30,
 		SetICMPv6Timeout:            30,
 		SetGenericTimeout:           600,
+		SetGRETimeout:               30,
+		SetGRETimeoutStream:         180,
 	}
 }
 

@@ -41,16 +41,16 @@ func bytesAddr(b *[16]byte, fam uint8) netip.Addr {
 	return netip.AddrFrom16(*b)
 }
 
-// entry is one tracked connection: 88 bytes.
+// entry is one tracked connection: 80 bytes. Its two hash nodes live
+// beside it in the chunk's node array.
 type entry struct {
-	k       key       // original-direction tuple
-	next    [2]uint32 // hash chain links of the original and reply nodes (a nodeRef, 0 = end)
-	expires int64     // clock reading (ns) at which the entry times out
-	gen     uint32    // incremented whenever the slot is freed (stale wheel items)
-	wheelAt uint32    // second+1 of the wheel slot holding the entry, 0 = none
-	status  uint16    // conntrack.Status bits (the low 16 are all the kernel uses)
-	state   uint8     // TCP state
-	flags   uint8     // entry flags (eLive)
+	k       key    // original-direction tuple
+	expires int64  // clock reading (ns) at which the entry times out
+	gen     uint32 // incremented whenever the slot is freed (stale wheel items)
+	wheelAt uint32 // second+1 of the wheel slot holding the entry, 0 = none
+	status  uint16 // conntrack.Status bits (the low 16 are all the kernel uses)
+	state   uint8  // TCP state
+	flags   uint8  // entry flags (eLive)
 	tcp     tcpInfo
 }
 
@@ -76,6 +76,7 @@ const (
 	tcpCloseInit0
 	tcpCloseInit1
 	tcpLastDirReply
+	tcpSimOpen // went through SYN_SENT2: a reply ACK in SYN_RECV establishes
 )
 
 // nodeRef names one of an entry's two hash nodes: (index<<1 | dir) + 1.
@@ -85,32 +86,53 @@ func mkRef(idx uint32, dir Direction) nodeRef { return idx<<1 | uint32(dir) + 1 
 func refIdx(r nodeRef) uint32                 { return (r - 1) >> 1 }
 func refDir(r nodeRef) Direction              { return Direction((r - 1) & 1) }
 
-// slab holds entries in fixed-size chunks (no over-allocation beyond one
-// chunk, no copying on growth); freed entries are chained through next[0].
+// node is one hash-chain link: the next node in the chain and the hash of
+// this node's tuple. Chains are walked on the compact node array, and an
+// entry is read only when the hash matches — one cache miss per lookup in
+// the common case, like a Go map.
+type node struct {
+	next nodeRef
+	hash uint32
+}
+
+// slab holds entries and their nodes in fixed-size chunks (no
+// over-allocation beyond one chunk, no copying on growth); freed entries
+// are chained through their original node's next.
 const (
 	chunkBits = 12
 	chunkLen  = 1 << chunkBits
 )
 
+type chunk struct {
+	e [chunkLen]entry
+	n [2 * chunkLen]node
+}
+
 type slab struct {
-	chunks [][]entry
+	chunks []*chunk
 	free   uint32 // index+1 of the first free entry, 0 = none
 	used   uint32 // entries handed out from the chunks (high-water mark)
 }
 
-func (s *slab) at(i uint32) *entry { return &s.chunks[i>>chunkBits][i&(chunkLen-1)] }
+func (s *slab) at(i uint32) *entry { return &s.chunks[i>>chunkBits].e[i&(chunkLen-1)] }
+
+// node returns a node by reference.
+func (s *slab) node(r nodeRef) *node {
+	i := r - 1
+	return &s.chunks[i>>(chunkBits+1)].n[i&(2*chunkLen-1)]
+}
 
 func (s *slab) alloc() uint32 {
 	if s.free != 0 {
 		i := s.free - 1
-		e := s.at(i)
-		s.free = e.next[0]
-		e.next[0] = 0
+		n := s.node(mkRef(i, Original))
+		s.free = n.next
+		n.next = 0
 		return i
 	}
 	i := s.used
 	if int(i>>chunkBits) == len(s.chunks) {
-		s.chunks = append(s.chunks, make([]entry, chunkLen))
+		s.chunks = append(s.chunks, new(chunk))
 	}
 	s.used++
 	return i
@@ -120,7 +142,8 @@ func (s *slab) release(i uint32) {
 	e := s.at(i)
 	gen := e.gen + 1
 	*e = entry{gen: gen}
-	e.next[0] = s.free
+	*s.node(mkRef(i, Reply)) = node{}
+	*s.node(mkRef(i, Original)) = node{next: s.free}
 	s.free = i + 1
 }
 

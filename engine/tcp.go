@@ -152,6 +152,12 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		return tcpIgnore, old, 0
 	case sIV:
 		return tcpInvalid, old, 0
+	case sS2:
+		ti.tflags |= tcpSimOpen
+	case sSR:
+		if old == sSR && dir == Reply && class == iACK && ti.tflags&tcpSimOpen != 0 {
+			ns = sES // the table cannot express the end of a simultaneous open
+		}
 	}
 
 	// Sequence bookkeeping (windows themselves are not enforced).

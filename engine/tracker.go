@@ -47,6 +47,7 @@ type timeouts struct {
 	udp, udpStream       int64
 	icmp, icmpv6         int64
 	generic              int64
+	gre, greStream       int64
 	max                  int
 }
 
@@ -113,6 +114,8 @@ func (t *Tracker) applySettings() {
 	to.icmp = s(SetICMPTimeout)
 	to.icmpv6 = s(SetICMPv6Timeout)
 	to.generic = s(SetGenericTimeout)
+	to.gre = s(SetGRETimeout)
+	to.greStream = s(SetGRETimeoutStream)
 	to.max = int(t.set[SetMax])
 }
 
@@ -152,41 +155,37 @@ func (t *Tracker) Set(name string, v int64) error {
 func (t *Tracker) rehash(n int) {
 	t.buckets = make([]nodeRef, n)
 	for i := uint32(0); i < t.slab.used; i++ {
-		e := t.slab.at(i)
-		if e.flags&eLive == 0 {
+		if t.slab.at(i).flags&eLive == 0 {
 			continue
 		}
-		t.link(i, e)
+		t.linkNode(mkRef(i, Original), t.slab.node(mkRef(i, Original)).hash)
+		t.linkNode(mkRef(i, Reply), t.slab.node(mkRef(i, Reply)).hash)
 	}
 }
 
-// link inserts an entry's two nodes at the heads of their chains.
-func (t *Tracker) link(idx uint32, e *entry) {
-	b := bucketOf(t.h.hash(&e.k), len(t.buckets))
-	e.next[Original] = t.buckets[b]
-	t.buckets[b] = mkRef(idx, Original)
-	rk := invert(&e.k)
-	rb := bucketOf(t.h.hash(&rk), len(t.buckets))
-	e.next[Reply] = t.buckets[rb]
-	t.buckets[rb] = mkRef(idx, Reply)
+// linkNode inserts a node at the head of its chain.
+func (t *Tracker) linkNode(r nodeRef, h uint32) {
+	b := bucketOf(h, len(t.buckets))
+	*t.slab.node(r) = node{next: t.buckets[b], hash: h}
+	t.buckets[b] = r
 }
 
-func (t *Tracker) unlinkRef(b int, ref nodeRef) {
-	p := &t.buckets[b]
+func (t *Tracker) unlinkNode(r nodeRef) {
+	n := t.slab.node(r)
+	p := &t.buckets[bucketOf(n.hash, len(t.buckets))]
 	for *p != 0 {
-		if *p == ref {
-			*p = t.slab.at(refIdx(ref)).next[refDir(ref)]
+		if *p == r {
+			*p = n.next
 			return
 		}
-		p = &t.slab.at(refIdx(*p)).next[refDir(*p)]
+		p = &t.slab.node(*p).next
 	}
 }
 
 // kill deletes an entry.
 func (t *Tracker) kill(idx uint32, e *entry) {
-	t.unlinkRef(bucketOf(t.h.hash(&e.k), len(t.buckets)), mkRef(idx, Original))
-	rk := invert(&e.k)
-	t.unlinkRef(bucketOf(t.h.hash(&rk), len(t.buckets)), mkRef(idx, Reply))
+	t.unlinkNode(mkRef(idx, Original))
+	t.unlinkNode(mkRef(idx, Reply))
 	t.account(e, -1)
 	t.count--
 	t.slab.release(idx)
@@ -319,7 +318,7 @@ func (t *Tracker) earlyDrop(b int, now int64, st *[conntrack.NumStatFields]uint6
 		for r := t.buckets[bb]; r != 0; {
 			idx := refIdx(r)
 			e := t.slab.at(idx)
-			r = e.next[refDir(r)]
+			r = t.slab.node(r).next
 			if e.expires <= now || e.status&uint16(conntrack.StatusAssured) == 0 {
 				v = append(v, idx)
 			}
@@ -368,21 +367,24 @@ func makeKey(p *Packet) key {
 	return k
 }
 
-// find looks a tuple up in bucket b. It returns the matching node (0 if
-// none) and the chain's length. An expired match is deleted and not returned.
-func (t *Tracker) find(b int, k *key, now int64) (nodeRef, int) {
+// find looks up tuple k, whose hash is h. It returns the matching node (0
+// if none) and the length of the chain. An expired match is deleted and
+// not returned.
+func (t *Tracker) find(h uint32, k *key, now int64) (nodeRef, int) {
 	n := 0
-	for r := t.buckets[b]; r != 0; n++ {
-		e := t.slab.at(refIdx(r))
-		dir := refDir(r)
-		if keyMatch(&e.k, k, dir) {
-			if e.expires <= now {
-				t.kill(refIdx(r), e)
-				return 0, n
+	for r := t.buckets[bucketOf(h, len(t.buckets))]; r != 0; n++ {
+		nd := t.slab.node(r)
+		if nd.hash == h {
+			e := t.slab.at(refIdx(r))
+			if keyMatch(&e.k, k, refDir(r)) {
+				if e.expires <= now {
+					t.kill(refIdx(r), e)
+					return 0, n
+				}
+				return r, n
 			}
-			return r, n
 		}
-		r = e.next[dir]
+		r = nd.next
 	}
 	return 0, n
 }
@@ -446,10 +448,10 @@ func (t *Tracker) process(p *Packet, now int64) Verdict {
 		}
 	}
 	k := makeKey(p)
-	b := bucketOf(t.h.hash(&k), len(t.buckets))
-	ref, chain := t.find(b, &k, now)
+	h := t.h.hash(&k)
+	ref, chain := t.find(h, &k, now)
 	if ref == 0 {
-		return t.create(p, &k, b, chain, now, st)
+		return t.create(p, &k, h, chain, now, st)
 	}
 	idx, dir := refIdx(ref), refDir(ref)
 	return t.update(p, idx, t.slab.at(idx), dir, false, now, st)
@@ -465,7 +467,7 @@ func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]u
 		ICMPType: em.ICMPType, ICMPCode: em.ICMPCode, ICMPID: em.ICMPID, Zone: p.Zone}
 	ik := makeKey(&inner)
 	inv := invert(&ik)
-	ref, _ := t.find(bucketOf(t.h.hash(&inv), len(t.buckets)), &inv, now)
+	ref, _ := t.find(t.h.hash(&inv), &inv, now)
 	if ref == 0 {
 		st[conntrack.StatError]++
 		return Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error for no tracked connection"}
@@ -479,7 +481,7 @@ func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]u
 }
 
 // create tracks the first packet of a connection.
-func (t *Tracker) create(p *Packet, k *key, b, chain int, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+func (t *Tracker) create(p *Packet, k *key, h uint32, chain int, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
 	switch p.Proto {
 	case conntrack.TCP:
 		ns := tcpTable[Original][tcpClass(p.Flags)][sNO]
@@ -491,7 +493,7 @@ func (t *Tracker) create(p *Packet, k *key, b, chain int, now int64, st *[conntr
 			return invalid(st, "icmp type that cannot start a connection")
 		}
 	}
-	if t.count+1 > t.to.max && !t.earlyDrop(b, now, st) {
+	if t.count+1 > t.to.max && !t.earlyDrop(bucketOf(h, len(t.buckets)), now, st) {
 		st[conntrack.StatDrop]++
 		t.earlyDropMode = true
 		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "table full"}
@@ -499,8 +501,8 @@ func (t *Tracker) create(p *Packet, k *key, b, chain int, now int64, st *[conntr
 	// Confirm: the insert joins both chains, unless one is too long or the
 	// reply tuple clashes with another entry.
 	rk := invert(k)
-	rb := bucketOf(t.h.hash(&rk), len(t.buckets))
-	clash, rchain := t.find(rb, &rk, now)
+	rh := t.h.hash(&rk)
+	clash, rchain := t.find(rh, &rk, now)
 	if clash != 0 {
 		st[conntrack.StatInsertFailed]++
 		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "insert clash"}
@@ -515,7 +517,8 @@ func (t *Tracker) create(p *Packet, k *key, b, chain int, now int64, st *[conntr
 	e.k = *k
 	e.flags = eLive
 	e.status = uint16(conntrack.StatusConfirmed)
-	t.link(idx, e)
+	t.linkNode(mkRef(idx, Original), h)
+	t.linkNode(mkRef(idx, Reply), rh)
 	t.count++
 	t.account(e, 1)
 	return t.update(p, idx, e, Original, true, now, st)
@@ -547,6 +550,10 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 		action, ns, to := t.tcpPacket(e, p, dir, old)
 		switch action {
 		case tcpIgnore:
+			// the packet keeps its conntrack: a reply still counts as seen
+			if dir == Reply {
+				t.setStatus(e, conntrack.StatusSeenReply)
+			}
 			v.State, v.Status = e.state, conntrack.Status(e.status)
 			return v
 		case tcpInvalid:
@@ -567,7 +574,19 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 		}
 		t.setState(e, ns)
 		tmo = to
-	case conntrack.UDP, conntrack.UDPLite:
+	case conntrack.UDPLite, conntrack.GRE:
+		// the older rule: any packet after a reply has been seen makes the
+		// entry a stream
+		tmo = t.to.udp
+		stream := t.to.udpStream
+		if e.k.proto == uint8(conntrack.GRE) {
+			tmo, stream = t.to.gre, t.to.greStream
+		}
+		if e.status&uint16(conntrack.StatusSeenReply) != 0 {
+			tmo = stream
+			t.setStatus(e, conntrack.StatusAssured)
+		}
+	case conntrack.UDP:
 		tmo = t.to.udp
 		if created {
 			stream := now + 2*int64(time.Second)
@@ -698,7 +717,7 @@ func (t *Tracker) Lookup(p *Packet, f *conntrack.Flow) (Direction, bool) {
 	defer t.mu.Unlock()
 	now := t.advanceNow()
 	k := makeKey(p)
-	ref, _ := t.find(bucketOf(t.h.hash(&k), len(t.buckets)), &k, now)
+	ref, _ := t.find(t.h.hash(&k), &k, now)
 	if ref == 0 {
 		return Original, false
 	}
