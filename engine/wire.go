@@ -29,6 +29,10 @@ import (
 //   - Checksums are neither verified nor required: captures of locally sent
 //     packets hold partial checksums (offload), and conntrack's own check is
 //     off for locally generated traffic.
+//   - Packets the kernel finds malformed before tracking (a TCP data offset
+//     or UDP length that does not fit, an IPv6 packet with no next header,
+//     an ICMP error whose quote cannot be read) are errors too: the kernel
+//     leaves them untracked, so they cannot change the table.
 //   - Fragments: a first fragment decodes as the whole datagram would (the
 //     layer-4 header is there; PayloadLen counts only the fragment's bytes).
 //     A later fragment has no layer-4 header: DecodeIP returns an error
@@ -202,6 +206,10 @@ func wireIPv6(b []byte, quoted bool) (n wireNet, err error) {
 					Detail: "offset " + strconv.Itoa(fo) + " bytes", Err: ErrFragment}
 			}
 			hl = 8
+		case 59:
+			// No next header: the kernel finds no layer-4 protocol and
+			// leaves the packet untracked (INVALID).
+			return n, wireBad("IPv6 no next header", "next header 59 at byte "+strconv.Itoa(off))
 		default:
 			n.proto = nh
 			n.l4 = b[off:end]
@@ -277,6 +285,15 @@ func wireL4(p *Packet, b []byte, l4len int) error {
 	case conntrack.UDP, conntrack.UDPLite:
 		if len(b) < 8 {
 			return wireTruncated(wireProtoName(p.Proto)+" header", len(b), 8)
+		}
+		// The kernel calls a UDP length (UDP-Lite: checksum coverage, 0
+		// meaning all) outside 8..the IP payload malformed, and INVALID.
+		if ulen := int(binary.BigEndian.Uint16(b[4:])); (ulen != 0 || p.Proto == conntrack.UDP) && (ulen < 8 || ulen > l4len) {
+			what := "bad UDP length"
+			if p.Proto == conntrack.UDPLite {
+				what = "bad UDP-Lite checksum coverage"
+			}
+			return wireBad(what, strconv.Itoa(ulen)+" bytes in a "+strconv.Itoa(l4len)+"-byte datagram")
 		}
 		p.SrcPort = binary.BigEndian.Uint16(b[0:])
 		p.DstPort = binary.BigEndian.Uint16(b[2:])

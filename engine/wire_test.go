@@ -440,6 +440,36 @@ func TestDecodeIPCases(t *testing.T) {
 			return b
 		}(), err: "bad TCP data offset: 60-byte header in a 20-byte segment"},
 		{name: "dccp offset", b: dccpBad, err: "bad DCCP data offset: 8-byte header in a 16-byte packet"},
+		{name: "udp length past the datagram", b: func() []byte {
+			b := wtBuild(t, udp6)
+			b[45] = 13
+			return b
+		}(), err: "bad UDP length: 13 bytes in a 12-byte datagram"},
+		{name: "udp length 7", b: func() []byte {
+			b := wtBuild(t, udp6)
+			b[45] = 7
+			return b
+		}(), err: "bad UDP length: 7 bytes in a 12-byte datagram"},
+		{name: "udp length short of the datagram", b: func() []byte {
+			b := wtBuild(t, udp6)
+			b[45] = 8
+			return b
+		}(), want: udp6},
+		{name: "udplite coverage", b: func() []byte {
+			b := wtBuild(t, Packet{Family: conntrack.IPv4, Proto: conntrack.UDPLite, Src: wtS4, Dst: wtD4, PayloadLen: 2})
+			b[25] = 11
+			return b
+		}(), err: "bad UDP-Lite checksum coverage: 11 bytes in a 10-byte datagram"},
+		{name: "udplite coverage 8", b: func() []byte {
+			b := wtBuild(t, Packet{Family: conntrack.IPv4, Proto: conntrack.UDPLite, Src: wtS4, Dst: wtD4, PayloadLen: 2})
+			b[25] = 8
+			return b
+		}(), want: Packet{Family: conntrack.IPv4, Proto: conntrack.UDPLite, Src: wtS4, Dst: wtD4, PayloadLen: 2}},
+		{name: "ipv6 no next header", b: func() []byte {
+			b := wtBuild(t, udp6)
+			b[6] = 60
+			return wtFixLen(wtInsert(b, 40, 59, 0, 1, 4, 0, 0, 0, 0))
+		}(), err: "IPv6 no next header: next header 59 at byte 48"},
 		{name: "ipv6 extension past payload", b: func() []byte {
 			b := append([]byte{}, v6ext...)
 			binary.BigEndian.PutUint16(b[4:], 20)
