@@ -617,7 +617,6 @@ func BenchmarkDecodeIP(b *testing.B) {
 		raw := wtBuild(b, c.p)
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
-			b.SetBytes(int64(len(raw)))
 			var p Packet
 			for b.Loop() {
 				if err := DecodeIP(raw, &p); err != nil {

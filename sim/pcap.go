@@ -123,6 +123,7 @@ func ReplayPCAP(r io.Reader, t *engine.Tracker, clock *engine.VirtualClock, opt 
 
 	var src packetSource
 	var ng *pcapgo.NgReader
+	var pcapLink int // the link type of a pcap file
 	format := "pcap"
 	switch m := [4]byte(magic); {
 	case m == magicPcapng:
@@ -137,8 +138,8 @@ func ReplayPCAP(r io.Reader, t *engine.Tracker, clock *engine.VirtualClock, opt 
 		if err != nil {
 			return st, fmt.Errorf("reading pcap file header: %w", err)
 		}
-		if lt := int(pr.LinkType()); !supportedLink(lt) {
-			return st, unsupportedLink(lt)
+		if pcapLink = int(pr.LinkType()); !supportedLink(pcapLink) {
+			return st, unsupportedLink(pcapLink)
 		}
 		src = pr
 	default:
@@ -153,7 +154,7 @@ func ReplayPCAP(r io.Reader, t *engine.Tracker, clock *engine.VirtualClock, opt 
 	var ngIfaces []ngIface
 	linkOf := func(ci *gopacket.CaptureInfo) (int, string, error) {
 		if ng == nil {
-			return int(src.(*pcapgo.Reader).LinkType()), opt.Iface, nil
+			return pcapLink, opt.Iface, nil
 		}
 		i := ci.InterfaceIndex
 		for len(ngIfaces) <= i {
