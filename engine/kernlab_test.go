@@ -49,6 +49,15 @@ type step struct {
 	// Unreach sends an ICMP port unreachable quoting the peer's packet of
 	// the connection, instead of a packet of the scenario's protocol.
 	Unreach bool
+	// Type overrides the ICMP type: of an ICMP scenario's packet (by
+	// default an echo request from the client, an echo reply from the
+	// server; type 0 is written -2) or of an Unreach error (with Code).
+	Type, Code int
+	// Router sends an Unreach error from a router on the sender's side
+	// instead of the end host.
+	Router bool
+	// ZeroWin advertises a zero window (TCP).
+	ZeroWin bool
 	// Idle sends nothing: the step waits (Wait) and compares the tables,
 	// so the seconds left are checked after time has passed.
 	Idle bool
@@ -60,10 +69,20 @@ type step struct {
 
 // scenario is a table of steps on one protocol and family.
 type scenario struct {
-	Name  string
-	Proto conntrack.Proto // TCP, UDP or ICMP (ICMPv6 when V6)
+	Name string
+	// Proto is TCP, UDP, ICMP (ICMPv6 when V6) or any protocol without
+	// ports (packets carry Len zero bytes).
+	Proto conntrack.Proto
 	V6    bool
 	Steps []step
+	// Port is the server's port (default 80 for TCP, 53 for UDP).
+	Port uint16
+	// NoTrack are raw-table rules: the lab router gets them as nft
+	// `notrack` rules in prerouting, the engine as Config.NoTrack.
+	NoTrack []engine.NoTrackRule
+	// Sysctl sets per-namespace conntrack settings in the lab router (names
+	// as engine.SettingNames); the engine gets the router's values.
+	Sysctl map[string]int64
 	// Skip is set while the engine disagrees with the kernel on this
 	// scenario: the test still runs the kernel and engine and logs every
 	// disagreement, then skips instead of failing.
@@ -151,9 +170,21 @@ func (b *builder) addrs(from kernlab.Side) (src, dst netip.Addr) {
 	return c, s
 }
 
+// router is the address of a router on a side's network (it belongs to
+// nobody either; R forwards its packets).
+func (b *builder) router(side kernlab.Side) netip.Addr {
+	a := netip.AddrFrom4([4]byte{10, 0, byte(side) + 1, 254})
+	if b.sc.V6 {
+		a = netip.AddrFrom16([16]byte{0xfd, 0, 0, byte(side) + 1, 14: 0, 15: 0xfe})
+	}
+	return a
+}
+
 func (b *builder) ports(from kernlab.Side, conn int) (sport, dport uint16) {
 	cport, sp := uint16(40000+conn), uint16(80)
-	if b.sc.Proto == conntrack.UDP {
+	if b.sc.Port != 0 {
+		sp = b.sc.Port
+	} else if b.sc.Proto == conntrack.UDP || b.sc.Proto == conntrack.UDPLite {
 		sp = 53
 	}
 	if from == srv {
@@ -191,8 +222,14 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 			p.ICMPType, p.ICMPCode = 1, 4
 			p.PayloadLen = 48
 		}
+		if st.Type > 0 {
+			p.ICMPType, p.ICMPCode = uint8(st.Type), uint8(st.Code)
+		}
 		// The quoted packet is the peer's, in its own direction.
 		e := engine.Embedded{Proto: b.sc.Proto, Src: p.Dst, Dst: p.Src}
+		if st.Router {
+			p.Src = b.router(st.From)
+		}
 		peer := 1 - st.From
 		switch {
 		case b.sc.Proto.HasPorts():
@@ -214,6 +251,9 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 		}
 		p.Flags = f
 		p.Window = 65535
+		if st.ZeroWin {
+			p.Window = 0
+		}
 		c := b.conn(st.Conn)
 		if st.NewISN {
 			old := *c
@@ -267,11 +307,15 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 			me.started = true
 		}
 		me.lastSeq, me.lastAck = p.Seq, p.Ack
-	case p.Proto == conntrack.UDP:
+	case p.Proto == conntrack.UDP || p.Proto == conntrack.UDPLite:
 		p.SrcPort, p.DstPort = b.ports(st.From, st.Conn)
 	case p.Proto == conntrack.ICMP || p.Proto == conntrack.ICMPv6:
 		p.ICMPID = uint16(0x4000 + st.Conn)
 		switch {
+		case st.Type > 0:
+			p.ICMPType = uint8(st.Type)
+		case st.Type == -2:
+			p.ICMPType = 0
 		case st.From == cli && !b.sc.V6:
 			p.ICMPType = 8
 		case st.From == cli:
@@ -281,7 +325,7 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 		default:
 			p.ICMPType = 129
 		}
-	default:
+	case p.Proto.HasPorts():
 		return p, fmt.Errorf("scenario protocol %v not supported", b.sc.Proto)
 	}
 	return p, nil
@@ -294,7 +338,14 @@ func (st *step) String() string {
 		s.WriteString("nothing")
 	case st.Unreach:
 		fmt.Fprintf(&s, "%s", st.From)
-		s.WriteString(" ICMP port unreachable")
+		if st.Router {
+			s.WriteString("-side router")
+		}
+		if st.Type > 0 {
+			fmt.Fprintf(&s, " ICMP error type %d code %d", st.Type, st.Code)
+		} else {
+			s.WriteString(" ICMP port unreachable")
+		}
 	case st.Flags != "" || st.Len == 0:
 		fmt.Fprintf(&s, "%s [%s]", st.From, st.Flags)
 	default:
@@ -303,8 +354,18 @@ func (st *step) String() string {
 	if st.Len > 0 {
 		fmt.Fprintf(&s, " len %d", st.Len)
 	}
+	if st.Type != 0 && !st.Unreach {
+		t := st.Type
+		if t == -2 {
+			t = 0
+		}
+		fmt.Fprintf(&s, " type %d", t)
+	}
 	if st.Retx {
 		s.WriteString(" (retransmit)")
+	}
+	if st.ZeroWin {
+		s.WriteString(" window 0")
 	}
 	if st.NewISN {
 		s.WriteString(" (new ISN)")
@@ -322,6 +383,47 @@ func (st *step) String() string {
 		fmt.Fprintf(&s, " — %s", st.Note)
 	}
 	return s.String()
+}
+
+// notrackNft writes a prerouting NoTrackRule as an nft rule.
+func notrackNft(r *engine.NoTrackRule) (string, error) {
+	if r.Hook != engine.Prerouting {
+		return "", fmt.Errorf("NOTRACK rule %+v: the lab has no local traffic, only prerouting rules apply", *r)
+	}
+	var m []string
+	if r.Iface != "" {
+		m = append(m, fmt.Sprintf("iifname %q", r.Iface))
+	}
+	for _, pf := range []struct {
+		pre  netip.Prefix
+		what string
+	}{{r.Src, "saddr"}, {r.Dst, "daddr"}} {
+		if !pf.pre.IsValid() {
+			continue
+		}
+		fam := "ip"
+		if pf.pre.Addr().Is6() {
+			fam = "ip6"
+		}
+		m = append(m, fmt.Sprintf("%s %s %s", fam, pf.what, pf.pre))
+	}
+	if r.Proto != 0 {
+		m = append(m, fmt.Sprintf("meta l4proto %d", r.Proto))
+	}
+	for _, pr := range []struct {
+		r    engine.PortRange
+		what string
+	}{{r.SPort, "sport"}, {r.DPort, "dport"}} {
+		if pr.r == (engine.PortRange{}) {
+			continue
+		}
+		hi := pr.r.Hi
+		if hi == 0 {
+			hi = pr.r.Lo
+		}
+		m = append(m, fmt.Sprintf("th %s %d-%d", pr.what, pr.r.Lo, hi))
+	}
+	return strings.Join(append(m, "notrack"), " "), nil
 }
 
 // observation is the kernel's answer to one step.
@@ -363,6 +465,23 @@ func labSettings(t *testing.T, lab *kernlab.Lab) map[string]int64 {
 func runKernel(t *testing.T, sc *scenario) ([]observation, map[string]int64) {
 	t.Helper()
 	lab := kernlab.New(t)
+	for name, v := range sc.Sysctl {
+		if err := lab.SetSysctl(name, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(sc.NoTrack) > 0 {
+		var rules []string
+		for i := range sc.NoTrack {
+			r, err := notrackNft(&sc.NoTrack[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rules = append(rules, r)
+		}
+		lab.R.Nft("table inet kernlab_raw {\n\tchain pre {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\t" +
+			strings.Join(rules, "\n\t\t") + "\n\t}\n}\n")
+	}
 	settings := labSettings(t, lab)
 	b := newBuilder(sc)
 	var obs []observation
@@ -553,7 +672,7 @@ func transcript(obs []observation) string {
 func runScenario(t *testing.T, sc *scenario) {
 	obs, settings := runKernel(t, sc)
 	t.Logf("kernel:\n%s", transcript(obs))
-	diffs := replay(t, engine.Config{Seed: 1, Settings: settings}, obs)
+	diffs := replay(t, engine.Config{Seed: 1, Settings: settings, NoTrack: sc.NoTrack}, obs)
 	if len(diffs) == 0 {
 		return
 	}

@@ -508,6 +508,15 @@ func (l *Lab) Sysctls(names []string) (map[string]int64, error) {
 	return m, nil
 }
 
+// SetSysctl writes a per-namespace net.netfilter sysctl in R (a timeout,
+// nf_conntrack_tcp_loose, …; never the global max or buckets).
+func (l *Lab) SetSysctl(name string, v int64) error {
+	if _, err := l.R.Output("sysctl", "-q", "-w", fmt.Sprintf("net.netfilter.%s=%d", name, v)); err != nil {
+		return fmt.Errorf("kernlab: sysctl in R: %w", err)
+	}
+	return nil
+}
+
 // GlobalMax reads nf_conntrack_max (the limit every namespace's count is
 // compared with; writable only in the initial namespace, never written here).
 func GlobalMax() (int, error) {
