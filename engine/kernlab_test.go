@@ -4,11 +4,12 @@ package engine_test
 // kernel lab (internal/kernlab: client namespace -> tracking router ->
 // server namespace) one at a time; after each packet the kernel's ctinfo
 // (R's per-ctinfo counters) and table (ctnetlink dump in R) are recorded
-// with the times the packet was sent and the table read. The same packets
-// are then replayed into an engine.Tracker whose VirtualClock is set to
-// those times, and every step is compared: ctinfo, drop, the set of
-// entries, and per entry the state, [UNREPLIED], [ASSURED] and the seconds
-// left (±1 s). The kernel is the reference.
+// with the time R processed the packet (the kernel's receive timestamp of
+// the forwarded frame) and the time the table was read. The same packets
+// are then replayed into an engine.Tracker, configured with R's settings,
+// whose VirtualClock is set to those times, and every step is compared:
+// ctinfo, drop, the set of entries, and per entry the state, [UNREPLIED],
+// [ASSURED] and the seconds left (±1 s). The kernel is the reference.
 
 import (
 	"fmt"
@@ -43,11 +44,15 @@ type step struct {
 	// NewISN starts a new incarnation of the connection: this side (and
 	// later the peer) pick fresh initial sequence numbers.
 	NewISN bool
+	// Behind acknowledges this many sequence numbers less than the peer
+	// has sent (a segment crossing the peer's last one).
+	Behind int
 	// Stale sends the packet in the previous incarnation's sequence space
 	// (the one NewISN replaced): a peer that has not noticed the restart.
 	Stale bool
-	// Unreach sends an ICMP port unreachable quoting the peer's packet of
-	// the connection, instead of a packet of the scenario's protocol.
+	// Unreach sends an ICMP error (port unreachable unless Type says
+	// otherwise) quoting the peer's packet of the connection, instead of a
+	// packet of the scenario's protocol.
 	Unreach bool
 	// Type overrides the ICMP type: of an ICMP scenario's packet (by
 	// default an echo request from the client, an echo reply from the
@@ -80,8 +85,9 @@ type scenario struct {
 	// NoTrack are raw-table rules: the lab router gets them as nft
 	// `notrack` rules in prerouting, the engine as Config.NoTrack.
 	NoTrack []engine.NoTrackRule
-	// Sysctl sets per-namespace conntrack settings in the lab router (names
-	// as engine.SettingNames); the engine gets the router's values.
+	// Sysctl sets per-namespace net.netfilter sysctls in the lab router
+	// (names without the prefix); the engine gets the router's values of
+	// the settings it has (engine.SettingNames).
 	Sysctl map[string]int64
 	// Skip is set while the engine disagrees with the kernel on this
 	// scenario: the test still runs the kernel and engine and logs every
@@ -292,6 +298,7 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 			} else {
 				p.Ack = peer.isn + 1
 			}
+			p.Ack -= uint32(st.Behind)
 		}
 		if validTCP(f) && p.Seq != 0 {
 			end := p.Seq + uint32(st.Len)
@@ -331,7 +338,8 @@ func (b *builder) packet(st *step) (engine.Packet, error) {
 	return p, nil
 }
 
-func (st *step) String() string {
+// label describes a step for the transcript and the failure messages.
+func label(sc *scenario, st *step) string {
 	var s strings.Builder
 	switch {
 	case st.Idle:
@@ -346,8 +354,12 @@ func (st *step) String() string {
 		} else {
 			s.WriteString(" ICMP port unreachable")
 		}
-	case st.Flags != "" || st.Len == 0:
+	case sc.Proto == conntrack.TCP:
 		fmt.Fprintf(&s, "%s [%s]", st.From, st.Flags)
+	case sc.Proto.IsICMP() && st.Type == 0 && st.From == cli:
+		fmt.Fprintf(&s, "%s echo request", st.From)
+	case sc.Proto.IsICMP() && st.Type == 0:
+		fmt.Fprintf(&s, "%s echo reply", st.From)
 	default:
 		fmt.Fprintf(&s, "%s", st.From)
 	}
@@ -359,13 +371,16 @@ func (st *step) String() string {
 		if t == -2 {
 			t = 0
 		}
-		fmt.Fprintf(&s, " type %d", t)
+		fmt.Fprintf(&s, " ICMP type %d", t)
 	}
 	if st.Retx {
 		s.WriteString(" (retransmit)")
 	}
 	if st.ZeroWin {
 		s.WriteString(" window 0")
+	}
+	if st.Behind > 0 {
+		fmt.Fprintf(&s, " (ack %d behind)", st.Behind)
 	}
 	if st.NewISN {
 		s.WriteString(" (new ISN)")
@@ -429,6 +444,7 @@ func notrackNft(r *engine.NoTrackRule) (string, error) {
 // observation is the kernel's answer to one step.
 type observation struct {
 	step   *step
+	label  string
 	pkt    engine.Packet
 	sent   time.Duration // lab clock when R processed the packet
 	res    kernlab.Result
@@ -490,33 +506,33 @@ func runKernel(t *testing.T, sc *scenario) ([]observation, map[string]int64) {
 		st := &sc.Steps[i]
 		if st.Idle {
 			time.Sleep(st.Wait)
-			o := observation{step: st}
+			o := observation{step: st, label: label(sc, st)}
 			var err error
 			if o.flows, o.dumped, err = lab.FlowsAt(); err != nil {
-				t.Fatalf("step %d (%s): %v", i+1, st, err)
+				t.Fatalf("step %d (%s): %v", i+1, label(sc, st), err)
 			}
 			obs = append(obs, o)
 			continue
 		}
 		p, err := b.packet(st)
 		if err != nil {
-			t.Fatalf("step %d (%s): %v", i+1, st, err)
+			t.Fatalf("step %d (%s): %v", i+1, label(sc, st), err)
 		}
 		raw, err = engine.AppendIP(raw[:0], &p)
 		if err != nil {
-			t.Fatalf("step %d (%s): AppendIP: %v", i+1, st, err)
+			t.Fatalf("step %d (%s): AppendIP: %v", i+1, label(sc, st), err)
 		}
 		if st.Wait > 0 {
 			time.Sleep(st.Wait)
 		}
-		o := observation{step: st, pkt: p}
+		o := observation{step: st, label: label(sc, st), pkt: p}
 		o.res, err = lab.Send(st.From, raw)
 		if err != nil {
-			t.Fatalf("step %d (%s): %v", i+1, st, err)
+			t.Fatalf("step %d (%s): %v", i+1, label(sc, st), err)
 		}
 		o.sent = o.res.At
 		if o.flows, o.dumped, err = lab.FlowsAt(); err != nil {
-			t.Fatalf("step %d (%s): %v", i+1, st, err)
+			t.Fatalf("step %d (%s): %v", i+1, label(sc, st), err)
 		}
 		obs = append(obs, o)
 	}
@@ -643,7 +659,7 @@ func replay(t *testing.T, cfg engine.Config, obs []observation) []string {
 		if err := tr.Flows(func(f *conntrack.Flow) error { eng = append(eng, *f); return nil }); err != nil {
 			t.Fatalf("engine Flows: %v", err)
 		}
-		at := fmt.Sprintf("step %d (%s)", i+1, o.step)
+		at := fmt.Sprintf("step %d (%s)", i+1, o.label)
 		if k, e := kernelCtInfo(o.res), engineCtInfo(v); k != e && !o.step.Idle {
 			diffs = append(diffs, fmt.Sprintf("%s: ctinfo: kernel %s, engine %s (reason %q)", at, k, e, v.Reason))
 		}
@@ -663,7 +679,7 @@ func transcript(obs []observation) string {
 		if o.step.Idle {
 			info = "-"
 		}
-		fmt.Fprintf(&s, "  %2d %-50s → %-17s table: %s\n", i+1, o.step, info, describeTable(o.flows))
+		fmt.Fprintf(&s, "  %2d %-50s → %-17s table: %s\n", i+1, o.label, info, describeTable(o.flows))
 	}
 	return s.String()
 }

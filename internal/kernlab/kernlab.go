@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -126,7 +127,24 @@ type Lab struct {
 }
 
 // Require skips the test unless the lab can run here (root, ip, nft, conntrack).
-func Require(t testing.TB) { nstest.Require(t, "nft", "conntrack") }
+func Require(t testing.TB) {
+	t.Helper()
+	nstest.Require(t, "nft", "conntrack")
+}
+
+// Missing says why a lab cannot run here ("" when it can), for tests
+// that do something else instead of skipping.
+func Missing() string {
+	if os.Geteuid() != 0 {
+		return "needs root to create network namespaces"
+	}
+	for _, c := range []string{"ip", "nft", "conntrack", "sysctl"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return c + " is not installed"
+		}
+	}
+	return ""
+}
 
 // New builds a lab; everything is removed when the test ends.
 func New(t testing.TB) *Lab {
