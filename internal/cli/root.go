@@ -72,6 +72,7 @@ CAP_NET_ADMIN. Without root you still get the sizing and whatever is readable.`,
 	root.SetErr(stderr)
 	d.bind(root)
 	root.AddCommand(newSnapshotCmd(stdout, stderr), newVersionCmd(stdout))
+	root.AddCommand(newSimulateCmd(stdout, stderr))
 	return root
 }
 

@@ -1,0 +1,435 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/engine"
+	"github.com/ctdoctor/ctdoctor/render"
+	"github.com/ctdoctor/ctdoctor/sim"
+)
+
+type simulateOptions struct {
+	list      bool
+	print     bool
+	set       []string
+	duration  string
+	seed      uint64
+	seedSet   bool
+	compare   string
+	output    string
+	svg       string
+	report    bool
+	pcap      string
+	pcapHook  string
+	pcapIface string
+	color     string
+	top       int
+	verbose   bool
+}
+
+func newSimulateCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &simulateOptions{}
+	c := &cobra.Command{
+		Use:   "simulate [SCENARIO|FILE]",
+		Short: "Simulate a conntrack table under a workload: will it fill, when, and does a change help?",
+		Long: `simulate answers "will my conntrack table hold?" without touching a host and
+without root. It replays a scenario — the host's conntrack settings, its
+NOTRACK rules and its traffic (connections per second, how long they live,
+who closes them, loopback or not) — through ctdoctor's userspace tracker,
+which follows the kernel's state machines, timeouts, early drop and counters,
+on a virtual clock: an hour of traffic takes seconds.
+
+It prints the verdict first ("table never fills" or "table full at 00:01:40,
+N packets dropped"), the steady count by TCP state, the kernel counters
+(drop, early_drop, insert_failed, chaintoolong) and a chart of the table
+over time.
+
+SCENARIO is a built-in (see --list) or a YAML file. Start from a built-in:
+  ctdoctor simulate nginx-local-upstream --print > mine.yaml
+A scenario has a name, a duration, optional settings (sysctl names, any
+spelling: nf_conntrack_max, net.netfilter.nf_conntrack_max), optional
+notrack rules and a list of workloads:
+
+  name: my-web
+  duration: 10m
+  settings: {nf_conntrack_max: 65536}
+  notrack: [{iface: lo}]            # both hooks, as a raw-table rule pair
+  workloads:
+    - name: upstream
+      proto: tcp                    # tcp, udp or icmp
+      kind: short                   # one request per connection, or keepalive
+      rate: 500                     # per second; "10k"; {from, to}; {peak, trough, peak_at}
+      client: 127.0.0.1             # addresses or prefixes to draw from
+      server: 127.0.0.1
+      server_port: 8080-8083
+      iface: lo                     # loopback: tracked once, at OUTPUT
+      lifetime: {exponential: 5ms}  # time to answer (short) or to keep open (keepalive)
+      closer: server                # who sends the first FIN
+
+More workload fields: start, stop, host (server, client or router: where
+this host sits), interval (keepalive: gap between requests), rtt,
+client_ports (default 32768-60999), unanswered (a share: SYNs left in
+SYN_SENT and retransmitted), syn_flood, dns, middlebox_idle_drop (a
+firewall forgets idle connections; their entries linger ESTABLISHED),
+syn_retries.
+
+--compare runs the scenario twice with the same seed — as it is, and with
+the proposed settings — and prints both summaries and the difference.
+--report diagnoses the table at the end exactly as 'ctdoctor' diagnoses a
+host: the same findings and fixes. --pcap replays a capture instead of a
+scenario.`,
+		Example: `  ctdoctor simulate --list                                   # the built-in scenarios
+  ctdoctor simulate nginx-local-upstream                     # the seeds' case: TIME_WAIT fills the table
+  ctdoctor simulate nginx-local-upstream --report            # ... and what ctdoctor would say about it
+  ctdoctor simulate nginx-local-upstream --compare nf_conntrack_tcp_timeout_time_wait=30
+  ctdoctor simulate nginx-local-upstream --compare nf_conntrack_max=262144,nf_conntrack_buckets=262144
+  ctdoctor simulate nginx-local-upstream-notrack             # the NOTRACK fix
+  ctdoctor simulate my-web.yaml --set nf_conntrack_max=131072 --duration 1h
+  ctdoctor simulate daily-curve --svg day.svg                # a chart to attach to a ticket
+  ctdoctor simulate syn-flood -o csv > flood.csv             # the timeline for a spreadsheet
+  ctdoctor simulate dns-udp -o json | jq .summary
+  ctdoctor simulate --pcap lo.pcap --pcap-hook output --report`,
+		Args:          cobra.MaximumNArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.seedSet = cmd.Flags().Changed("seed")
+			return runSimulate(cmd.Context(), o, args, stdout, stderr)
+		},
+	}
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
+	f := c.Flags()
+	f.BoolVar(&o.list, "list", false, "list the built-in scenarios with a one-line description")
+	f.BoolVar(&o.print, "print", false, "print the scenario's YAML and exit (a starting point for your own)")
+	f.StringArrayVar(&o.set, "set", nil, "override a setting: `NAME=VALUE` with a sysctl name (repeatable, or comma-separated)")
+	f.StringVar(&o.duration, "duration", "", "simulate this long instead of the scenario's duration (`DURATION` like 90s, 1h, 2d)")
+	f.Uint64Var(&o.seed, "seed", 0, "random seed (arrivals, addresses, hash key): the same seed gives the same run")
+	f.StringVar(&o.compare, "compare", "", "also run with these settings and compare: `NAME=VALUE[,NAME=VALUE]`")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or csv (the timeline)")
+	f.StringVar(&o.svg, "svg", "", "write an SVG chart of the timeline to `FILE`")
+	f.BoolVar(&o.report, "report", false, "diagnose the table at the end as 'ctdoctor' diagnoses a host (findings and fixes)")
+	f.StringVar(&o.pcap, "pcap", "", "replay a capture (`FILE`: pcap or pcapng, optionally gzipped) instead of a scenario")
+	f.StringVar(&o.pcapHook, "pcap-hook", "prerouting", "hook the captured packets enter: prerouting (received or forwarded) or output (sent by this host; loopback captures)")
+	f.StringVar(&o.pcapIface, "pcap-iface", "", "interface name of the captured packets, for NOTRACK rules (default: from the pcapng file)")
+	f.StringVar(&o.color, "color", "auto", "colour: auto (on a terminal, unless NO_COLOR is set), always or never")
+	f.IntVar(&o.top, "top", 10, "rows in the report's top tables (with --report)")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "explain every finding (with --report)")
+	return c
+}
+
+// parseSettings reads NAME=VALUE items (each possibly comma-separated).
+func parseSettings(items []string, flag string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, item := range items {
+		for _, kv := range strings.Split(item, ",") {
+			if strings.TrimSpace(kv) == "" {
+				continue
+			}
+			name, v, err := engine.ParseSetting(kv)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", flag, err)
+			}
+			out[name] = v
+		}
+	}
+	return out, nil
+}
+
+func (o *simulateOptions) validate(args []string) error {
+	switch o.output {
+	case "text", "json", "csv":
+	default:
+		return fmt.Errorf("-o must be text, json or csv, not %q", o.output)
+	}
+	switch {
+	case o.list && (len(args) > 0 || o.pcap != ""):
+		return errors.New("--list takes no scenario")
+	case o.list:
+	case o.pcap != "" && len(args) > 0:
+		return errors.New("--pcap replays a capture instead of a scenario: give one or the other")
+	case o.pcap != "" && (o.compare != "" || o.svg != "" || o.duration != "" || o.print || o.output == "csv"):
+		return errors.New("--pcap prints the final table: --compare, --svg, --duration, --print and -o csv need a scenario")
+	case o.pcap == "" && len(args) == 0:
+		return errors.New("name a scenario (a built-in from --list, or a YAML file), or give --pcap FILE")
+	}
+	if o.compare != "" && o.output == "csv" {
+		return errors.New("--compare prints two runs: use -o text or json (csv holds one timeline)")
+	}
+	if o.compare != "" && o.report {
+		return errors.New("--compare and --report: run --report on each variant separately (--set for the proposed one)")
+	}
+	if o.output == "csv" && o.report {
+		return errors.New("--report needs -o text or json")
+	}
+	if o.top < 1 {
+		return errors.New("--top must be at least 1")
+	}
+	return nil
+}
+
+func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout, stderr io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := o.validate(args); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	color, err := useColor(o.color, stdout)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	set, err := parseSettings(o.set, "--set")
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if o.list {
+		return listScenarios(o, stdout)
+	}
+	if o.pcap != "" {
+		return runReplay(o, set, color, stdout, stderr)
+	}
+	if o.print {
+		return printScenario(args[0], stdout)
+	}
+	sc, err := sim.Load(args[0])
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	sc.Apply(set)
+	if o.duration != "" {
+		d, err := sim.ParseDuration(o.duration)
+		if err != nil || d <= 0 {
+			return &exitError{code: 2, err: fmt.Errorf("--duration %q: want a positive duration like 90s, 1h or 2d", o.duration)}
+		}
+		sc.Duration = d
+		sc.Step = 0 // re-derived from the new duration
+	}
+	if o.seedSet {
+		sc.Seed = o.seed
+	}
+	if err := sc.Validate(); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	width := 80
+	if isTerminal(stdout) {
+		width = min(terminalWidth(stdout), 160)
+	}
+	if o.compare != "" {
+		proposed, err := parseSettings([]string{o.compare}, "--compare")
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		return runCompare(ctx, o, sc, proposed, color, width, stdout, stderr)
+	}
+	prog := newSimProgress(stderr, sc.Duration)
+	start := time.Now()
+	s, err := sim.New(sc, sim.Options{Progress: prog.update})
+	if err != nil {
+		prog.done()
+		return &exitError{code: 2, err: err}
+	}
+	res, err := s.Run(ctx)
+	prog.done()
+	if err != nil {
+		return err
+	}
+	wall := time.Since(start)
+	if o.svg != "" {
+		if err := writeSVG(o.svg, timelineChart(res, s.Scenario()), svgSubtitle(res)); err != nil {
+			return err
+		}
+	}
+	var rep *analyze.Report
+	if o.report {
+		if rep, err = s.Report(reportBase(), o.top); err != nil {
+			return err
+		}
+	}
+	switch o.output {
+	case "csv":
+		return res.WriteCSV(stdout)
+	case "json":
+		return writeResultJSON(stdout, res, rep)
+	}
+	if err := writeSimText(stdout, res, s.Scenario(), wall, color, width); err != nil {
+		return err
+	}
+	if o.svg != "" {
+		fmt.Fprintf(stdout, "\nChart written to %s\n", o.svg)
+	}
+	if rep != nil {
+		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, "1", "Diagnosis of the simulated table at the end of the run (as ctdoctor reports a host)"))
+		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
+	}
+	return nil
+}
+
+// reportBase is the wall time a simulated run is taken to start at: the
+// report then reads as of now.
+func reportBase() time.Time { return time.Now().Truncate(time.Second) }
+
+func listScenarios(o *simulateOptions, stdout io.Writer) error {
+	list := sim.Builtins()
+	if o.output == "json" {
+		type item struct {
+			Name        string `json:"name"`
+			Description string `json:"description"`
+		}
+		out := make([]item, 0, len(list))
+		for _, b := range list {
+			out = append(out, item{b.Name, b.Description})
+		}
+		return writeJSON(stdout, out)
+	}
+	nw := 0
+	for _, b := range list {
+		nw = max(nw, len(b.Name))
+	}
+	var sb strings.Builder
+	sb.WriteString("Built-in scenarios (ctdoctor simulate NAME; --print NAME shows the YAML):\n\n")
+	for _, b := range list {
+		lines := wrapText(b.Description, max(30, 80-nw-4))
+		for i, l := range lines {
+			name := ""
+			if i == 0 {
+				name = b.Name
+			}
+			fmt.Fprintf(&sb, "  %-*s  %s\n", nw, name, l)
+		}
+	}
+	_, err := io.WriteString(stdout, sb.String())
+	return err
+}
+
+func printScenario(name string, stdout io.Writer) error {
+	if _, err := os.Stat(name); err == nil {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(data)
+		return err
+	}
+	data, err := sim.BuiltinSource(name)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("%w (see ctdoctor simulate --list)", err)}
+	}
+	_, err = stdout.Write(data)
+	return err
+}
+
+// writeResultJSON writes the simulation result, with the report as its
+// last field when there is one.
+func writeResultJSON(w io.Writer, res *sim.Result, rep *analyze.Report) error {
+	data, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	if rep != nil {
+		r, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		data = append(append(append(data[:len(data)-1], `,"report":`...), r...), '}')
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, data, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
+	return err
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// runCompare runs the scenario as it is and with the proposed settings,
+// concurrently (one tracker per core), with the same seed.
+func runCompare(ctx context.Context, o *simulateOptions, sc *sim.Scenario, proposed map[string]int64, color bool, width int, stdout, stderr io.Writer) error {
+	alt := sc.Clone()
+	alt.Apply(proposed)
+	prog := newSimProgress(stderr, sc.Duration)
+	var (
+		wg      sync.WaitGroup
+		results [2]*sim.Result
+		errs    [2]error
+	)
+	start := time.Now()
+	for i, s := range []*sim.Scenario{sc, alt} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opt := sim.Options{}
+			if i == 0 {
+				opt.Progress = prog.update
+			}
+			results[i], errs[i] = sim.Run(ctx, s, opt)
+		}()
+	}
+	wg.Wait()
+	prog.done()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	wall := time.Since(start)
+	cmp := sim.Compare(results[0], results[1], proposed)
+	if o.svg != "" {
+		if err := writeSVG(o.svg, compareChart(cmp), fmt.Sprintf("%s · current vs proposed (%s) · seed %d", sc.Name, cmp.ProposedText(), sc.Seed)); err != nil {
+			return err
+		}
+	}
+	if o.output == "json" {
+		return writeJSON(stdout, cmp)
+	}
+	if err := writeCompareText(stdout, cmp, sc, wall, color, width); err != nil {
+		return err
+	}
+	if o.svg != "" {
+		fmt.Fprintf(stdout, "\nChart written to %s\n", o.svg)
+	}
+	return nil
+}
+
+func writeSVG(path string, c render.Chart, subtitle string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := render.SVG(f, c, render.SVGOptions{Subtitle: subtitle}); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// simProgress shows the virtual time reached on a terminal's stderr.
+type simProgress struct {
+	p     *progress
+	total time.Duration
+}
+
+func newSimProgress(stderr io.Writer, total time.Duration) *simProgress {
+	return &simProgress{p: newProgress(stderr, fmt.Sprintf("simulating %s (virtual seconds done)", total)), total: total}
+}
+
+func (s *simProgress) update(now time.Duration) { s.p.n.Store(int64(now / time.Second)) }
+func (s *simProgress) done()                    { s.p.done() }

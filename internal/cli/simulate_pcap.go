@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/conntrack"
+	"github.com/ctdoctor/ctdoctor/engine"
+	"github.com/ctdoctor/ctdoctor/render"
+	"github.com/ctdoctor/ctdoctor/sim"
+)
+
+// runReplay tracks a capture's packets with a fresh tracker (the --set
+// settings) and prints the table at the end, or ctdoctor's diagnosis of it.
+func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, stderr io.Writer) error {
+	var hook engine.Hook
+	switch strings.ToLower(o.pcapHook) {
+	case "prerouting", "":
+		hook = engine.Prerouting
+	case "output":
+		hook = engine.Output
+	default:
+		return &exitError{code: 2, err: fmt.Errorf("--pcap-hook must be prerouting or output, not %q", o.pcapHook)}
+	}
+	f, err := os.Open(o.pcap)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	clock := &engine.VirtualClock{}
+	seed := o.seed
+	if seed == 0 {
+		seed = 1
+	}
+	tr, err := engine.New(engine.Config{Settings: set, Seed: seed, Clock: clock})
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	prog := newProgress(stderr, "replaying packets")
+	st, err := sim.ReplayPCAP(f, tr, clock, sim.ReplayOptions{Hook: hook, Iface: o.pcapIface,
+		Progress: func(n int) { prog.n.Store(int64(n)) }})
+	prog.done()
+	if err != nil {
+		if st.Packets == 0 {
+			return fmt.Errorf("%s: %w", o.pcap, err)
+		}
+		fmt.Fprintf(stderr, "ctdoctor: warning: %s: %v\n", o.pcap, err)
+	}
+	width := 80
+	if isTerminal(stdout) {
+		width = min(terminalWidth(stdout), 160)
+	}
+	base := st.First
+	if base.IsZero() {
+		base = time.Now()
+	}
+	snap := sim.SnapshotOf(tr, "pcap:"+o.pcap, 1, base.Add(st.Duration))
+	snap.Source = "pcap"
+	if o.report {
+		bd, err := sim.Breakdown(tr, snap, o.top)
+		if err != nil {
+			return err
+		}
+		rep := analyze.Analyze(snap, bd, snap.TakenAt)
+		if o.output == "json" {
+			return writeJSON(stdout, struct {
+				Replay sim.ReplayStats `json:"replay"`
+				Report *analyze.Report `json:"report"`
+			}{st, rep})
+		}
+		writeReplayText(stdout, o.pcap, st, tr, color)
+		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, bold, "Diagnosis of the table at the end of the capture (as ctdoctor reports a host)"))
+		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
+	}
+	if o.output == "json" {
+		c := tr.Counts()
+		states := map[string]int{}
+		for _, s := range sim.StateNames {
+			states[s.String()] = c.TCP[s]
+		}
+		return writeJSON(stdout, struct {
+			Replay    sim.ReplayStats   `json:"replay"`
+			Total     int               `json:"total"`
+			TCP       map[string]int    `json:"tcp"`
+			UDP       int               `json:"udp"`
+			ICMP      int               `json:"icmp"`
+			Other     int               `json:"other"`
+			Assured   int               `json:"assured"`
+			Unreplied int               `json:"unreplied"`
+			Stats     map[string]uint64 `json:"stats"`
+		}{st, c.Total, states, c.UDP, c.ICMP, c.Other, c.Assured, c.Unreplied, statsMap(tr)})
+	}
+	writeReplayText(stdout, o.pcap, st, tr, color)
+	return nil
+}
+
+func statsMap(tr *engine.Tracker) map[string]uint64 {
+	t := tr.TotalStats()
+	m := map[string]uint64{}
+	for f := range t.Values {
+		if t.Present&(1<<f) != 0 {
+			m[conntrack.StatField(f).String()] = t.Values[f]
+		}
+	}
+	return m
+}
+
+func writeReplayText(w io.Writer, file string, st sim.ReplayStats, tr *engine.Tracker, color bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s · replay of %s · %s packets over %s\n\n", paint(color, bold, "ctdoctor simulate --pcap"), file,
+		sim.Thousands(int64(st.Packets)), st.Duration.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%-10s %s tracked · %s skipped\n", paint(color, bold, "Packets"), sim.Thousands(int64(st.Decoded)), sim.Thousands(int64(st.Skipped)))
+	for _, k := range slices.Sorted(maps.Keys(st.SkipReasons)) {
+		fmt.Fprintf(&b, "%-10s   skipped: %s × %d\n", "", k, st.SkipReasons[k])
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(st.Verdicts)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, st.Verdicts[k]))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "Verdicts"), strings.Join(parts, " · "))
+	}
+	c := tr.Counts()
+	set := tr.Settings()
+	fmt.Fprintf(&b, "%-10s %s entries at the end of the capture (max %s)\n", paint(color, bold, "Table"),
+		sim.Thousands(int64(c.Total)), sim.Thousands(set[engine.SetMax]))
+	smp := sim.Sample{Total: c.Total, TCP: c.TCP, UDP: c.UDP, ICMP: c.ICMP, Other: c.Other}
+	for _, row := range stateRows(smp) {
+		fmt.Fprintf(&b, "%-10s   %-12s %9s\n", "", row.name, sim.Thousands(int64(row.n)))
+	}
+	fmt.Fprintf(&b, "%-10s   assured %s · unreplied %s\n", "", sim.Thousands(int64(c.Assured)), sim.Thousands(int64(c.Unreplied)))
+	t := tr.TotalStats()
+	fmt.Fprintf(&b, "%-10s drop %d · early_drop %d · insert_failed %d · chaintoolong %d · invalid %d\n", paint(color, bold, "Counters"),
+		t.Values[conntrack.StatDrop], t.Values[conntrack.StatEarlyDrop], t.Values[conntrack.StatInsertFailed],
+		t.Values[conntrack.StatChainTooLong], t.Values[conntrack.StatInvalid])
+	_, _ = io.WriteString(w, b.String())
+}

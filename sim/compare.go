@@ -1,0 +1,97 @@
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// CompareSchema is the version string of the JSON comparison.
+const CompareSchema = "ctdoctor.simulation-compare/v1"
+
+// Comparison is one scenario run twice with the same seed: with the current
+// settings and with proposed changes.
+type Comparison struct {
+	Changes  map[string]int64 // the proposed settings (canonical names)
+	Current  *Result
+	Proposed *Result
+}
+
+// Compare pairs two runs of a scenario; changes are the settings that
+// differ in the proposed one.
+func Compare(current, proposed *Result, changes map[string]int64) *Comparison {
+	return &Comparison{Changes: changes, Current: current, Proposed: proposed}
+}
+
+// ProposedText lists the changes as name=value, sorted.
+func (c *Comparison) ProposedText() string {
+	keys := slices.Sorted(maps.Keys(c.Changes))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c.Changes[k]))
+	}
+	return strings.Join(parts, ",")
+}
+
+// Diff is what changes between the two runs.
+type Diff struct {
+	Verdict string `json:"verdict"`
+	// Peak, Steady, Drop, EarlyDrop and Failed are proposed − current.
+	Peak      int   `json:"peak"`
+	Steady    int   `json:"steady"`
+	Drop      int64 `json:"drop"`
+	EarlyDrop int64 `json:"early_drop"`
+	Failed    int64 `json:"failed_connections"`
+	// FirstDrop* are the two runs' first-drop times (null: never).
+	FirstDropCurrent  *float64 `json:"first_drop_current_seconds"`
+	FirstDropProposed *float64 `json:"first_drop_proposed_seconds"`
+}
+
+// Diff returns the differences between the runs.
+func (c *Comparison) Diff() Diff {
+	a, b := c.Current, c.Proposed
+	d := Diff{Peak: b.Peak - a.Peak, Steady: b.Steady.Total - a.Steady.Total,
+		Drop: int64(b.Drop) - int64(a.Drop), EarlyDrop: int64(b.EarlyDrop) - int64(a.EarlyDrop),
+		Failed: int64(b.Failed) - int64(a.Failed)}
+	if a.FirstDrop >= 0 {
+		v := a.FirstDrop.Seconds()
+		d.FirstDropCurrent = &v
+	}
+	if b.FirstDrop >= 0 {
+		v := b.FirstDrop.Seconds()
+		d.FirstDropProposed = &v
+	}
+	switch {
+	case a.Full() && !b.Full():
+		d.Verdict = fmt.Sprintf("the change prevents the drops: %s → 0 packets dropped, peak %s → %s (%s of the new max)",
+			Thousands(int64(a.Drop)), Thousands(int64(a.Peak)), Thousands(int64(b.Peak)), percent(float64(b.Peak)/float64(max(b.Max, 1))))
+	case a.Full() && b.Full():
+		when := "at the same time"
+		switch {
+		case b.FirstDrop > a.FirstDrop:
+			when = fmt.Sprintf("%s later (%s instead of %s)", (b.FirstDrop - a.FirstDrop).Round(1e9), clockTime(b.FirstDrop), clockTime(a.FirstDrop))
+		case b.FirstDrop < a.FirstDrop:
+			when = fmt.Sprintf("%s earlier (%s instead of %s)", (a.FirstDrop - b.FirstDrop).Round(1e9), clockTime(b.FirstDrop), clockTime(a.FirstDrop))
+		}
+		d.Verdict = fmt.Sprintf("still full: drops start %s; %s → %s packets dropped", when, Thousands(int64(a.Drop)), Thousands(int64(b.Drop)))
+	case !a.Full() && b.Full():
+		d.Verdict = fmt.Sprintf("the change makes the table fill: drops start at %s (%s packets)", clockTime(b.FirstDrop), Thousands(int64(b.Drop)))
+	default:
+		d.Verdict = fmt.Sprintf("neither run fills the table: peak %s (%s) → %s (%s)", Thousands(int64(a.Peak)),
+			percent(float64(a.Peak)/float64(max(a.Max, 1))), Thousands(int64(b.Peak)), percent(float64(b.Peak)/float64(max(b.Max, 1))))
+	}
+	return d
+}
+
+// MarshalJSON writes the comparison (schema ctdoctor.simulation-compare/v1).
+func (c *Comparison) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Schema   string           `json:"schema"`
+		Changes  map[string]int64 `json:"changes"`
+		Diff     Diff             `json:"diff"`
+		Current  *Result          `json:"current"`
+		Proposed *Result          `json:"proposed"`
+	}{CompareSchema, c.Changes, c.Diff(), c.Current, c.Proposed})
+}
