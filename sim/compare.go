@@ -65,8 +65,12 @@ func (c *Comparison) Diff() Diff {
 	}
 	switch {
 	case a.Full() && !b.Full():
-		d.Verdict = fmt.Sprintf("the change prevents the drops: %s → 0 packets dropped, peak %s → %s (%s of the new max)",
-			Thousands(int64(a.Drop)), Thousands(int64(a.Peak)), Thousands(int64(b.Peak)), percent(float64(b.Peak)/float64(max(b.Max, 1))))
+		of := "the max"
+		if b.Max != a.Max {
+			of = "the new max"
+		}
+		d.Verdict = fmt.Sprintf("the change prevents the drops: %s → 0 packets dropped, peak %s → %s (%s of %s)",
+			Thousands(int64(a.Drop)), Thousands(int64(a.Peak)), Thousands(int64(b.Peak)), percent(float64(b.Peak)/float64(max(b.Max, 1))), of)
 	case a.Full() && b.Full():
 		when := "at the same time"
 		switch {

@@ -150,7 +150,11 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 	}
 	for _, row := range rows {
 		frac := float64(row.n) / float64(max(r.Steady.Total, 1))
-		fmt.Fprintf(&b, "%-10s   %-*s %9s %4.0f%% %s\n", "", nw, row.name, th(row.n), frac*100, barText(frac, 20))
+		share := fmt.Sprintf("%.0f%%", frac*100)
+		if frac < 0.005 {
+			share = "<1%"
+		}
+		fmt.Fprintf(&b, "%-10s   %-*s %9s %4s %s\n", "", nw, row.name, th(row.n), share, barText(frac, 20))
 	}
 	fmt.Fprintf(&b, "%-10s   assured %s · unreplied %s\n", "", th(r.Steady.Assured), th(r.Steady.Unreplied))
 	ctr := func(name string, v uint64) string {
@@ -167,13 +171,13 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 	}
 	traffic := fmt.Sprintf("%s connections · %s packets · %s retransmitted", sim.Thousands(int64(r.Connections)),
 		sim.Thousands(int64(r.Packets)), sim.Thousands(int64(r.Retransmits)))
+	fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "Traffic"), traffic)
 	if r.Failed > 0 {
-		traffic += " · " + paint(color, red, sim.Thousands(int64(r.Failed))+" connections failed (conntrack dropped them until they gave up)")
+		fmt.Fprintf(&b, "%-10s %s\n", "", paint(color, red, sim.Thousands(int64(r.Failed))+" connections failed: conntrack dropped their packets until they gave up"))
 	}
 	if r.Lost > 0 {
-		traffic += fmt.Sprintf(" · %s lost silently to the middlebox", sim.Thousands(int64(r.Lost)))
+		fmt.Fprintf(&b, "%-10s %s connections lost silently to the middlebox (no FIN, no RST)\n", "", sim.Thousands(int64(r.Lost)))
 	}
-	fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "Traffic"), traffic)
 	wn := 0
 	for _, wl := range sc.Workloads {
 		wn = max(wn, len(wl.Name))
@@ -193,7 +197,15 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 		return err
 	}
 	c := timelineChart(r, sc)
-	c.Title = paint(color, bold, "Entries over time") + fmt.Sprintf(" (one sample every %s)", r.Step)
+	c.Title = paint(color, bold, "Entries over time") + fmt.Sprintf(", sampled every %s", r.Step)
+	// Sparklines of states that never hold 1% of the peak are noise.
+	keep := c.Series[:1]
+	for _, s := range c.Series[1:] {
+		if slices.Max(s.Values) >= 0.01*float64(max(r.Peak, 1)) {
+			keep = append(keep, s)
+		}
+	}
+	c.Series = keep
 	return render.TerminalChart(w, c, width, 10)
 }
 
@@ -447,7 +459,7 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 
 func signed(n int64) string {
 	if n < 0 {
-		return "−" + sim.Thousands(-n)
+		return "-" + sim.Thousands(-n)
 	}
 	return "+" + sim.Thousands(n)
 }
