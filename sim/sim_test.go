@@ -321,3 +321,27 @@ workloads:
 	}
 	within(t, "lost", float64(r.Lost), 2*3600, 0.05)
 }
+
+func TestIPv6Workloads(t *testing.T) {
+	r := run(t, `
+name: v6
+duration: 60s
+step: 1s
+workloads:
+  - name: web
+    proto: tcp
+    rate: 100
+    client: 2001:db8:1::/48
+    server: 2001:db8::80
+    server_port: 443
+  - name: ping
+    proto: icmp
+    rate: 100
+    client: 2001:db8:2::/64
+    server: 2001:db8::1
+`)
+	// Nothing expires within 60 s of TIME_WAIT's 120: 100/s × 60 s. Echo
+	// requests are ICMPv6 (128/129), 30 s each: 100/s × 30 s.
+	within(t, "TIME_WAIT", float64(r.Final.TCP[conntrack.TCPTimeWait]), 100*60, 0.05)
+	within(t, "icmpv6", float64(r.Steady.ICMP), 100*icmpTimeout, 0.05)
+}
