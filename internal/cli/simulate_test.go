@@ -387,3 +387,35 @@ func TestSimulatePcap(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errs)
 	}
 }
+
+// TestSimulateHelpExample runs the scenario the help text teaches, so the
+// documentation cannot drift from the format.
+func TestSimulateHelpExample(t *testing.T) {
+	code, out, _ := simulate(t, "--help")
+	if code != 0 {
+		t.Fatalf("--help: exit %d", code)
+	}
+	for _, want := range []string{"ctdoctor simulate --list", "--compare", "--report", "--svg", "--pcap", "-o json"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks an example of %s", want)
+		}
+	}
+	i := strings.Index(out, "  name: my-web")
+	j := strings.Index(out, "closer: server")
+	if i < 0 || j < i {
+		t.Fatalf("no example scenario in --help:\n%s", out)
+	}
+	end := j + strings.IndexByte(out[j:], '\n')
+	var y strings.Builder
+	for _, l := range strings.Split(out[i:end], "\n") {
+		y.WriteString(strings.TrimPrefix(l, "  ") + "\n")
+	}
+	path := filepath.Join(t.TempDir(), "my-web.yaml")
+	if err := os.WriteFile(path, []byte(y.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := simulate(t, path, "--duration", "10s")
+	if code != 0 || !strings.Contains(out, "table never fills") {
+		t.Errorf("the help's example: exit %d\n%s%s\n%s", code, errs, out, y.String())
+	}
+}
