@@ -94,6 +94,7 @@ const (
 	tcpInvalid        // INVALID, nothing updated
 	tcpKill           // accepted, then the entry is deleted (RST before any reply)
 	tcpReopen         // the entry is deleted and the packet tracked as new
+	tcpNoRefresh      // state updated, timeout left as it was
 )
 
 func (ti *tcpInfo) lastDir() Direction {
@@ -204,6 +205,12 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 	if e.status&uint16(conntrack.StatusSeenReply) == 0 {
 		if p.Flags&RST != 0 {
 			return tcpKill, ns, 0
+		}
+		if class == iSYN && old == sSS && dir == Original {
+			// A SYN retransmitted (or reusing the port) does not renew
+			// the timeout, or a client could keep the entry forever.
+			ti.setLast(class, dir)
+			return tcpNoRefresh, ns, 0
 		}
 		// Picked up mid-stream, or no answer yet: no long ESTABLISHED timeout.
 		if ns == sES && tmo > to.tcpUnack {

@@ -573,6 +573,14 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 			return nv
 		}
 		t.setState(e, ns)
+		if action == tcpNoRefresh {
+			if dir == Reply {
+				t.setStatus(e, conntrack.StatusSeenReply)
+			}
+			v.State, v.Status = e.state, conntrack.Status(e.status)
+			v.Timeout = uint32(max(e.expires-now, 0) / int64(time.Second))
+			return v
+		}
 		tmo = to
 	case conntrack.UDPLite, conntrack.GRE:
 		// the older rule: any packet after a reply has been seen makes the
