@@ -89,12 +89,12 @@ func fingerprint(seq, ack, end uint32, win uint16) uint32 {
 
 // tcp actions.
 const (
-	tcpAccept  = iota // state and timeout updated
-	tcpIgnore         // accepted, nothing updated
-	tcpInvalid        // INVALID, nothing updated
-	tcpKill           // accepted, then the entry is deleted (RST before any reply)
-	tcpReopen         // the entry is deleted and the packet tracked as new
-	tcpNoRefresh      // state updated, timeout left as it was
+	tcpAccept    = iota // state and timeout updated
+	tcpIgnore           // accepted, nothing updated
+	tcpInvalid          // INVALID, nothing updated
+	tcpKill             // accepted, then the entry is deleted (RST before any reply)
+	tcpReopen           // the entry is deleted and the packet tracked as new
+	tcpNoRefresh        // state updated, timeout left as it was
 )
 
 func (ti *tcpInfo) lastDir() Direction {
