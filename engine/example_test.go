@@ -64,5 +64,5 @@ func ExampleTracker_TotalStats() {
 	}
 	st := tr.TotalStats()
 	fmt.Println("count", tr.Count(), "drop", st.Values[conntrack.StatDrop], "early_drop>0", st.Values[conntrack.StatEarlyDrop] > 0)
-	// Output: count 4 drop 0 early_drop>0 true
+	// Output: count 2 drop 0 early_drop>0 true
 }

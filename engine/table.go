@@ -1,10 +1,9 @@
 package engine
 
 import (
+	"math/bits"
 	"net/netip"
 	"unsafe"
-
-	"github.com/dchest/siphash"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
@@ -20,25 +19,18 @@ type key struct {
 	fam          uint8
 }
 
-const keySize = int(unsafe.Sizeof(key{}))
+const keySize = 40 // unsafe.Sizeof(key{}), checked in a test
 
-func (k *key) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(k)), keySize) }
-
-func addrBytes(a netip.Addr) [16]byte {
-	if a.Is4() {
-		var b [16]byte
-		v4 := a.As4()
-		copy(b[:4], v4[:])
-		return b
-	}
-	return a.As16()
-}
+// addrBytes stores both families as 16 bytes (IPv4 in its IPv4-mapped
+// IPv6 form); the family byte of the key keeps them apart.
+func addrBytes(a netip.Addr) [16]byte { return a.As16() }
 
 func bytesAddr(b *[16]byte, fam uint8) netip.Addr {
+	a := netip.AddrFrom16(*b)
 	if conntrack.Family(fam) == conntrack.IPv4 {
-		return netip.AddrFrom4([4]byte(b[:4]))
+		return a.Unmap()
 	}
-	return netip.AddrFrom16(*b)
+	return a
 }
 
 // entry is one tracked connection: 80 bytes. Its two hash nodes live
@@ -50,11 +42,14 @@ type entry struct {
 	wheelAt uint32 // second+1 of the wheel slot holding the entry, 0 = none
 	status  uint16 // conntrack.Status bits (the low 16 are all the kernel uses)
 	state   uint8  // TCP state
-	flags   uint8  // entry flags (eLive)
+	flags   uint8  // entry flags (eLive, eYoung)
 	tcp     tcpInfo
 }
 
-const eLive = 1
+const (
+	eLive  = 1 << iota
+	eYoung // created this tick: scheduled on the wheel when the tick ends
+)
 
 // tcpInfo is the per-connection TCP tracking data: enough sequence state
 // for the retransmission, unacknowledged-data and zero-window timeout rules
@@ -147,10 +142,27 @@ func (s *slab) release(i uint32) {
 	s.free = i + 1
 }
 
-// hasher is the keyed tuple hash with multiply-shift bucket choice.
-type hasher struct{ k0, k1 uint64 }
+// hasher is the keyed tuple hash; buckets are chosen from it by
+// multiply-shift. The kernel uses SipHash with a random per-boot key; what
+// matters for behaviour is a keyed, well-mixed hash (kernel-conntrack.md
+// §2), so this is a faster keyed multiply-fold over the key's five words
+// (the 128-bit products of the words XORed with 256 key bits). The same
+// seed gives the same layout.
+type hasher struct{ k [4]uint64 }
 
-func (h hasher) hash(k *key) uint32 { return uint32(siphash.Hash(h.k0, h.k1, k.bytes())) }
+func fold(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+func (h *hasher) hash(k *key) uint32 {
+	w := (*[keySize / 8]uint64)(unsafe.Pointer(k))
+	x := fold(w[0]^h.k[0], w[1]^h.k[1])
+	y := fold(w[2]^h.k[2], w[3]^h.k[3])
+	z := fold(w[4]^h.k[1]^x, y^h.k[2])
+	z = fold(z^h.k[0], x^y^h.k[3]^keySize)
+	return uint32(z ^ z>>32)
+}
 
 func bucketOf(h uint32, n int) int { return int(uint64(h) * uint64(n) >> 32) }
 

@@ -20,6 +20,7 @@ type Tracker struct {
 	h       hasher
 	rng     *rand.Rand
 	buckets []nodeRef
+	blen    []uint8 // chain length per bucket, 255 = walk to count
 	slab    slab
 	count   int
 	counts  Counts
@@ -30,6 +31,7 @@ type Tracker struct {
 	chain   int // Config.ChainLimit
 
 	wheel  [wheelSlots][]uint64
+	young  []uint64 // entries created in the current tick (index<<32 | gen)
 	cursor int64 // the next wheel second to process
 	// earlyDropMode is set when a new connection was dropped because
 	// nothing could be evicted; the next GC pass then also kills
@@ -37,7 +39,14 @@ type Tracker struct {
 	earlyDropMode bool
 }
 
-const wheelSlots = 1024
+// The expiry wheel turns in ticks of 2^30 ns (1.07 s): entries are
+// deleted within a tick of expiring, as the kernel's GC reaps within a
+// fraction of its scan interval.
+const (
+	wheelSlots = 1024
+	tickShift  = 30
+	tick       = 1 << tickShift
+)
 
 type timeouts struct {
 	tcp                  [conntrack.TCPStateCount]int64
@@ -73,16 +82,18 @@ func New(cfg Config) (*Tracker, error) {
 		_, _ = crand.Read(b[:])
 		seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
-	k0 := splitmix(seed)
-	k1 := splitmix(k0)
-	t.h = hasher{k0, k1}
-	t.rng = rand.New(rand.NewPCG(k1, k0))
+	for i := range t.h.k {
+		seed = splitmix(seed)
+		t.h.k[i] = seed
+	}
+	t.rng = rand.New(rand.NewPCG(splitmix(seed), seed))
 	cpus := max(cfg.CPUs, 1)
 	t.stats = make([][conntrack.NumStatFields]uint64, cpus)
 	t.notrack = append([]NoTrackRule(nil), cfg.NoTrack...)
 	t.applySettings()
 	t.buckets = make([]nodeRef, t.set[SetBuckets])
-	t.cursor = int64(t.clock.Now())/1e9 + 1
+	t.blen = make([]uint8, len(t.buckets))
+	t.cursor = int64(t.clock.Now())>>tickShift + 1
 	return t, nil
 }
 
@@ -154,6 +165,7 @@ func (t *Tracker) Set(name string, v int64) error {
 
 func (t *Tracker) rehash(n int) {
 	t.buckets = make([]nodeRef, n)
+	t.blen = make([]uint8, n)
 	for i := uint32(0); i < t.slab.used; i++ {
 		if t.slab.at(i).flags&eLive == 0 {
 			continue
@@ -168,18 +180,42 @@ func (t *Tracker) linkNode(r nodeRef, h uint32) {
 	b := bucketOf(h, len(t.buckets))
 	*t.slab.node(r) = node{next: t.buckets[b], hash: h}
 	t.buckets[b] = r
+	if t.blen[b] < 255 {
+		t.blen[b]++
+	}
 }
 
 func (t *Tracker) unlinkNode(r nodeRef) {
 	n := t.slab.node(r)
-	p := &t.buckets[bucketOf(n.hash, len(t.buckets))]
-	for *p != 0 {
+	b := bucketOf(n.hash, len(t.buckets))
+	for p := &t.buckets[b]; *p != 0; p = &t.slab.node(*p).next {
 		if *p == r {
 			*p = n.next
-			return
+			break
 		}
-		p = &t.slab.node(*p).next
 	}
+	if t.blen[b] < 255 {
+		t.blen[b]--
+	} else {
+		t.blen[b] = uint8(min(t.walkLen(b), 255))
+	}
+}
+
+// chainLen returns the length of bucket b's chain: kept per bucket (up to
+// 254) so an insert need not walk the chain it joins.
+func (t *Tracker) chainLen(b int) int {
+	if n := t.blen[b]; n < 255 {
+		return int(n)
+	}
+	return t.walkLen(b)
+}
+
+func (t *Tracker) walkLen(b int) int {
+	n := 0
+	for r := t.buckets[b]; r != 0; r = t.slab.node(r).next {
+		n++
+	}
+	return n
 }
 
 // kill deletes an entry.
@@ -240,7 +276,10 @@ func (t *Tracker) refresh(idx uint32, e *entry, now, tmo int64) {
 }
 
 func (t *Tracker) schedule(idx uint32, e *entry) {
-	sec := (e.expires + int64(time.Second) - 1) / int64(time.Second)
+	if e.flags&eYoung != 0 {
+		return // queued once its first tick ends, at the timeout it has then
+	}
+	sec := (e.expires + tick - 1) >> tickShift
 	sec = min(max(sec, t.cursor), t.cursor+wheelSlots-1)
 	if e.wheelAt != 0 && int64(e.wheelAt-1) <= sec {
 		return // queued at or before its expiry: requeued then if still alive
@@ -253,7 +292,18 @@ func (t *Tracker) schedule(idx uint32, e *entry) {
 // advance runs garbage collection up to now: entries are deleted within a
 // second of expiring.
 func (t *Tracker) advance(now int64) {
-	for t.cursor*int64(time.Second) <= now {
+	for t.cursor<<tickShift <= now {
+		// Entries created during the tick: most short connections have
+		// settled in their final state by now, so each is queued once,
+		// while its memory is still in cache.
+		for _, it := range t.young {
+			idx, gen := uint32(it>>32), uint32(it)
+			if e := t.slab.at(idx); e.gen == gen && e.flags&eLive != 0 {
+				e.flags &^= eYoung
+				t.schedule(idx, e)
+			}
+		}
+		t.young = t.young[:0]
 		slot := &t.wheel[t.cursor%wheelSlots]
 		items := *slot
 		*slot = items[:0]
@@ -414,53 +464,60 @@ func keyMatch(ek, k *key, dir Direction) bool {
 func (t *Tracker) Process(p *Packet) Verdict {
 	t.mu.Lock()
 	now := int64(t.clock.Now())
-	if t.cursor*int64(time.Second) <= now {
+	if t.cursor<<tickShift <= now {
 		t.advance(now)
 	}
-	v := t.process(p, now)
+	var v Verdict
+	t.process(p, now, &v)
 	t.mu.Unlock()
 	return v
 }
 
-func invalid(st *[conntrack.NumStatFields]uint64, reason string) Verdict {
+func invalid(v *Verdict, st *[conntrack.NumStatFields]uint64, reason string) {
 	st[conntrack.StatInvalid]++
-	return Verdict{CtInfo: conntrack.CtInvalid, Reason: reason}
+	*v = Verdict{CtInfo: conntrack.CtInvalid, Reason: reason}
 }
 
-func (t *Tracker) process(p *Packet, now int64) Verdict {
+func (t *Tracker) process(p *Packet, now int64, v *Verdict) {
 	st := t.statLine(p.CPU)
 	for i := range t.notrack {
 		if t.notrack[i].Match(p) {
-			return Verdict{CtInfo: conntrack.CtUntracked}
+			v.CtInfo = conntrack.CtUntracked
+			return
 		}
 	}
 	switch p.Proto {
 	case conntrack.TCP:
 		if !tcpValidFlags(p.Flags) {
-			return invalid(st, "invalid tcp flags")
+			invalid(v, st, "invalid tcp flags")
+			return
 		}
 	case conntrack.ICMP, conntrack.ICMPv6:
 		if p.Proto == conntrack.ICMPv6 && icmpv6Untracked(p.ICMPType) {
-			return Verdict{CtInfo: conntrack.CtUntracked}
+			v.CtInfo = conntrack.CtUntracked
+			return
 		}
 		if icmpIsError(p.Proto, p.ICMPType) {
-			return t.icmpError(p, now, st)
+			t.icmpError(p, now, st, v)
+			return
 		}
 	}
 	k := makeKey(p)
 	h := t.h.hash(&k)
 	ref, chain := t.find(h, &k, now)
 	if ref == 0 {
-		return t.create(p, &k, h, chain, now, st)
+		t.create(p, &k, h, chain, now, st, v)
+		return
 	}
 	idx, dir := refIdx(ref), refDir(ref)
-	return t.update(p, idx, t.slab.at(idx), dir, false, now, st)
+	t.update(p, idx, t.slab.at(idx), dir, false, now, st, v)
 }
 
-func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]uint64, v *Verdict) {
 	if !p.HasEmbedded {
 		st[conntrack.StatError]++
-		return Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error without the offending header"}
+		*v = Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error without the offending header"}
+		return
 	}
 	em := &p.Embedded
 	inner := Packet{Family: p.Family, Proto: em.Proto, Src: em.Src, Dst: em.Dst, SrcPort: em.SrcPort, DstPort: em.DstPort,
@@ -470,58 +527,61 @@ func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]u
 	ref, _ := t.find(t.h.hash(&inv), &inv, now)
 	if ref == 0 {
 		st[conntrack.StatError]++
-		return Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error for no tracked connection"}
+		*v = Verdict{CtInfo: conntrack.CtInvalid, Reason: "ICMP error for no tracked connection"}
+		return
 	}
 	e := t.slab.at(refIdx(ref))
-	v := Verdict{CtInfo: conntrack.CtRelated, Dir: refDir(ref), State: e.state, Status: conntrack.Status(e.status)}
+	*v = Verdict{CtInfo: conntrack.CtRelated, Dir: refDir(ref), State: e.state, Status: conntrack.Status(e.status)}
 	if v.Dir == Reply {
 		v.CtInfo = conntrack.CtRelatedReply
 	}
-	return v
 }
 
 // create tracks the first packet of a connection.
-func (t *Tracker) create(p *Packet, k *key, h uint32, chain int, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
+func (t *Tracker) create(p *Packet, k *key, h uint32, chain int, now int64, st *[conntrack.NumStatFields]uint64, v *Verdict) {
 	switch p.Proto {
 	case conntrack.TCP:
 		ns := tcpTable[Original][tcpClass(p.Flags)][sNO]
 		if ns != sSS && (ns != sES || !t.to.loose) {
-			return invalid(st, "tcp packet without a connection (not a SYN)")
+			invalid(v, st, "tcp packet without a connection (not a SYN)")
+			return
 		}
 	case conntrack.ICMP, conntrack.ICMPv6:
 		if !icmpIsRequest(p.Proto, p.ICMPType) {
-			return invalid(st, "icmp type that cannot start a connection")
+			invalid(v, st, "icmp type that cannot start a connection")
+			return
 		}
 	}
 	if t.count+1 > t.to.max && !t.earlyDrop(bucketOf(h, len(t.buckets)), now, st) {
 		st[conntrack.StatDrop]++
 		t.earlyDropMode = true
-		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "table full"}
+		*v = Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "table full"}
+		return
 	}
-	// Confirm: the insert joins both chains, unless one is too long or the
-	// reply tuple clashes with another entry.
+	// Confirm: the insert joins both chains, unless one is too long. (The
+	// reply tuple cannot clash with another entry without NAT: inverting is
+	// an involution, so the lookup of the original tuple, which matches
+	// both directions, would have found it.)
 	rk := invert(k)
 	rh := t.h.hash(&rk)
-	clash, rchain := t.find(rh, &rk, now)
-	if clash != 0 {
-		st[conntrack.StatInsertFailed]++
-		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "insert clash"}
-	}
+	rchain := t.chainLen(bucketOf(rh, len(t.buckets)))
 	if limit := t.chainLimit(); limit >= 0 && (chain > limit || rchain > limit) {
 		st[conntrack.StatChainTooLong]++
 		st[conntrack.StatInsertFailed]++
-		return Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "chain too long"}
+		*v = Verdict{CtInfo: conntrack.CtInvalid, Drop: true, Reason: "chain too long"}
+		return
 	}
 	idx := t.slab.alloc()
 	e := t.slab.at(idx)
 	e.k = *k
-	e.flags = eLive
+	e.flags = eLive | eYoung
+	t.young = append(t.young, uint64(idx)<<32|uint64(e.gen))
 	e.status = uint16(conntrack.StatusConfirmed)
 	t.linkNode(mkRef(idx, Original), h)
 	t.linkNode(mkRef(idx, Reply), rh)
 	t.count++
 	t.account(e, 1)
-	return t.update(p, idx, e, Original, true, now, st)
+	t.update(p, idx, e, Original, true, now, st, v)
 }
 
 func (t *Tracker) chainLimit() int {
@@ -535,8 +595,8 @@ func (t *Tracker) chainLimit() int {
 }
 
 // update runs the protocol tracker on an entry for one packet.
-func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created bool, now int64, st *[conntrack.NumStatFields]uint64) Verdict {
-	v := Verdict{Dir: dir, Created: created, CtInfo: conntrack.CtNew}
+func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created bool, now int64, st *[conntrack.NumStatFields]uint64, v *Verdict) {
+	*v = Verdict{Dir: dir, Created: created, CtInfo: conntrack.CtNew}
 	switch {
 	case dir == Reply:
 		v.CtInfo = conntrack.CtEstablishedReply
@@ -555,22 +615,22 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 				t.setStatus(e, conntrack.StatusSeenReply)
 			}
 			v.State, v.Status = e.state, conntrack.Status(e.status)
-			return v
+			return
 		case tcpInvalid:
-			vv := invalid(st, "invalid tcp state transition")
+			invalid(v, st, "invalid tcp state transition")
 			if created {
 				t.kill(idx, e)
 			}
-			return vv
+			return
 		case tcpKill:
 			t.kill(idx, e)
 			v.Deleted = true
-			return v
+			return
 		case tcpReopen:
 			t.kill(idx, e)
-			nv := t.process(p, now)
-			nv.Deleted = true
-			return nv
+			t.process(p, now, v)
+			v.Deleted = true
+			return
 		}
 		t.setState(e, ns)
 		if action == tcpNoRefresh {
@@ -579,7 +639,7 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 			}
 			v.State, v.Status = e.state, conntrack.Status(e.status)
 			v.Timeout = uint32(max(e.expires-now, 0) / int64(time.Second))
-			return v
+			return
 		}
 		tmo = to
 	case conntrack.UDPLite, conntrack.GRE:
@@ -618,7 +678,6 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 		t.setStatus(e, conntrack.StatusSeenReply)
 	}
 	v.State, v.Status, v.Timeout = e.state, conntrack.Status(e.status), uint32(tmo/int64(time.Second))
-	return v
 }
 
 // Count returns the number of entries (the netns count).
@@ -631,7 +690,7 @@ func (t *Tracker) Count() int {
 
 func (t *Tracker) advanceNow() int64 {
 	now := int64(t.clock.Now())
-	if t.cursor*int64(time.Second) <= now {
+	if t.cursor<<tickShift <= now {
 		t.advance(now)
 	}
 	return now

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
@@ -245,9 +246,10 @@ func TestExpiry(t *testing.T) {
 	if tr.Count() != 1 {
 		t.Fatal("entry gone before its 30 s timeout")
 	}
-	vc.Advance(1500 * time.Millisecond)
+	// reaped within one wheel tick (1.07 s) of expiring
+	vc.Advance(2100 * time.Millisecond)
 	if c := tr.Counts(); c.Total != 0 || c.UDP != 0 || c.Unreplied != 0 {
-		t.Fatalf("after 30.5 s: %+v, want empty", c)
+		t.Fatalf("after 31.1 s: %+v, want empty", c)
 	}
 }
 
@@ -411,5 +413,11 @@ func TestConcurrent(t *testing.T) {
 	_ = tr.Flows(func(*conntrack.Flow) error { n++; return nil })
 	if sum != c.Total || n != c.Total || c.Total > 2000 {
 		t.Fatalf("counts by state %d, flows %d, total %d (max 2000)", sum, n, c.Total)
+	}
+}
+
+func TestKeyLayout(t *testing.T) {
+	if unsafe.Sizeof(key{}) != keySize {
+		t.Fatalf("key is %d bytes, the hash reads %d", unsafe.Sizeof(key{}), keySize)
 	}
 }
