@@ -3,7 +3,6 @@ module github.com/ctdoctor/ctdoctor
 go 1.25.0
 
 require (
-	github.com/dchest/siphash v1.2.3
 	github.com/gopacket/gopacket v1.7.7
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/sys v0.45.0

@@ -32,7 +32,7 @@ type Tracker struct {
 
 	wheel  [wheelSlots][]uint64
 	young  []uint64 // entries created in the current tick (index<<32 | gen)
-	cursor int64 // the next wheel second to process
+	cursor int64    // the next wheel second to process
 	// earlyDropMode is set when a new connection was dropped because
 	// nothing could be evicted; the next GC pass then also kills
 	// non-ASSURED and closing TCP entries while the table is ≥ 95 % full.
