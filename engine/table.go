@@ -81,13 +81,19 @@ func mkRef(idx uint32, dir Direction) nodeRef { return idx<<1 | uint32(dir) + 1 
 func refIdx(r nodeRef) uint32                 { return (r - 1) >> 1 }
 func refDir(r nodeRef) Direction              { return Direction((r - 1) & 1) }
 
-// node is one hash-chain link: the next node in the chain and the hash of
-// this node's tuple. Chains are walked on the compact node array, and an
-// entry is read only when the hash matches — one cache miss per lookup in
-// the common case, like a Go map.
+// bucket is the head of a hash chain and the hash of the head node's
+// tuple; node is one link: the next node and the hash of the next node's
+// tuple. A lookup reads the bucket, the nodes before the match and the
+// matching entry: an entry is read only when the hash matches, and the
+// matching node itself not at all.
+type bucket struct {
+	head nodeRef
+	hash uint32
+}
+
 type node struct {
 	next nodeRef
-	hash uint32
+	hash uint32 // of the next node
 }
 
 // slab holds entries and their nodes in fixed-size chunks (no

@@ -19,7 +19,7 @@ type Tracker struct {
 	clock   Clock
 	h       hasher
 	rng     *rand.Rand
-	buckets []nodeRef
+	buckets []bucket
 	blen    []uint8 // chain length per bucket, 255 = walk to count
 	slab    slab
 	count   int
@@ -91,7 +91,7 @@ func New(cfg Config) (*Tracker, error) {
 	t.stats = make([][conntrack.NumStatFields]uint64, cpus)
 	t.notrack = append([]NoTrackRule(nil), cfg.NoTrack...)
 	t.applySettings()
-	t.buckets = make([]nodeRef, t.set[SetBuckets])
+	t.buckets = make([]bucket, t.set[SetBuckets])
 	t.blen = make([]uint8, len(t.buckets))
 	t.cursor = int64(t.clock.Now())>>tickShift + 1
 	return t, nil
@@ -164,34 +164,44 @@ func (t *Tracker) Set(name string, v int64) error {
 }
 
 func (t *Tracker) rehash(n int) {
-	t.buckets = make([]nodeRef, n)
+	t.buckets = make([]bucket, n)
 	t.blen = make([]uint8, n)
 	for i := uint32(0); i < t.slab.used; i++ {
-		if t.slab.at(i).flags&eLive == 0 {
+		e := t.slab.at(i)
+		if e.flags&eLive == 0 {
 			continue
 		}
-		t.linkNode(mkRef(i, Original), t.slab.node(mkRef(i, Original)).hash)
-		t.linkNode(mkRef(i, Reply), t.slab.node(mkRef(i, Reply)).hash)
+		rk := invert(&e.k)
+		t.linkNode(mkRef(i, Original), t.h.hash(&e.k))
+		t.linkNode(mkRef(i, Reply), t.h.hash(&rk))
 	}
 }
 
-// linkNode inserts a node at the head of its chain.
+// linkNode inserts a node, whose tuple hashes to h, at the head of its chain.
 func (t *Tracker) linkNode(r nodeRef, h uint32) {
-	b := bucketOf(h, len(t.buckets))
-	*t.slab.node(r) = node{next: t.buckets[b], hash: h}
-	t.buckets[b] = r
-	if t.blen[b] < 255 {
-		t.blen[b]++
+	bi := bucketOf(h, len(t.buckets))
+	b := &t.buckets[bi]
+	*t.slab.node(r) = node{next: b.head, hash: b.hash}
+	b.head, b.hash = r, h
+	if t.blen[bi] < 255 {
+		t.blen[bi]++
 	}
 }
 
-func (t *Tracker) unlinkNode(r nodeRef) {
+// unlinkNode removes a node whose tuple hashes to h from its chain.
+func (t *Tracker) unlinkNode(r nodeRef, h uint32) {
 	n := t.slab.node(r)
-	b := bucketOf(n.hash, len(t.buckets))
-	for p := &t.buckets[b]; *p != 0; p = &t.slab.node(*p).next {
-		if *p == r {
-			*p = n.next
-			break
+	b := bucketOf(h, len(t.buckets))
+	if t.buckets[b].head == r {
+		t.buckets[b] = bucket{head: n.next, hash: n.hash}
+	} else {
+		for p := t.buckets[b].head; p != 0; {
+			pn := t.slab.node(p)
+			if pn.next == r {
+				*pn = *n
+				break
+			}
+			p = pn.next
 		}
 	}
 	if t.blen[b] < 255 {
@@ -212,7 +222,7 @@ func (t *Tracker) chainLen(b int) int {
 
 func (t *Tracker) walkLen(b int) int {
 	n := 0
-	for r := t.buckets[b]; r != 0; r = t.slab.node(r).next {
+	for r := t.buckets[b].head; r != 0; r = t.slab.node(r).next {
 		n++
 	}
 	return n
@@ -220,8 +230,9 @@ func (t *Tracker) walkLen(b int) int {
 
 // kill deletes an entry.
 func (t *Tracker) kill(idx uint32, e *entry) {
-	t.unlinkNode(mkRef(idx, Original))
-	t.unlinkNode(mkRef(idx, Reply))
+	rk := invert(&e.k)
+	t.unlinkNode(mkRef(idx, Original), t.h.hash(&e.k))
+	t.unlinkNode(mkRef(idx, Reply), t.h.hash(&rk))
 	t.account(e, -1)
 	t.count--
 	t.slab.release(idx)
@@ -365,7 +376,7 @@ func (t *Tracker) earlyDrop(b int, now int64, st *[conntrack.NumStatFields]uint6
 	for i := range 8 {
 		bb := (b + i) % len(t.buckets)
 		v := victims[:0]
-		for r := t.buckets[bb]; r != 0; {
+		for r := t.buckets[bb].head; r != 0; {
 			idx := refIdx(r)
 			e := t.slab.at(idx)
 			r = t.slab.node(r).next
@@ -422,9 +433,9 @@ func makeKey(p *Packet) key {
 // not returned.
 func (t *Tracker) find(h uint32, k *key, now int64) (nodeRef, int) {
 	n := 0
-	for r := t.buckets[bucketOf(h, len(t.buckets))]; r != 0; n++ {
-		nd := t.slab.node(r)
-		if nd.hash == h {
+	b := t.buckets[bucketOf(h, len(t.buckets))]
+	for r, rh := b.head, b.hash; r != 0; n++ {
+		if rh == h {
 			e := t.slab.at(refIdx(r))
 			if keyMatch(&e.k, k, refDir(r)) {
 				if e.expires <= now {
@@ -434,7 +445,8 @@ func (t *Tracker) find(h uint32, k *key, now int64) (nodeRef, int) {
 				return r, n
 			}
 		}
-		r = nd.next
+		nd := t.slab.node(r)
+		r, rh = nd.next, nd.hash
 	}
 	return 0, n
 }
