@@ -344,6 +344,10 @@ func (t *Tracker) advance(now int64) {
 func (t *Tracker) gcEarlyDrop() {
 	t.earlyDropMode = false
 	max95 := t.to.max * 95 / 100
+	c := &t.counts
+	if t.count-c.Assured+c.TCP[sFW]+c.TCP[sCW]+c.TCP[sLA]+c.TCP[sTW]+c.TCP[sCL] == 0 {
+		return // nothing could be killed: no need to scan
+	}
 	for i := uint32(0); i < t.slab.used && t.count >= max95; i++ {
 		e := t.slab.at(i)
 		if e.flags&eLive == 0 {

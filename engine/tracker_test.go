@@ -421,3 +421,45 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatalf("key is %d bytes, the hash reads %d", unsafe.Sizeof(key{}), keySize)
 	}
 }
+
+func TestGCEarlyDropMode(t *testing.T) {
+	tr, vc := newT(t, map[string]int64{SetMax: 40, SetBuckets: 40})
+	// 30 ASSURED connections, 8 of them closed (TIME_WAIT), then SYNs: the
+	// table reaches its max, and once a SYN is dropped the next GC pass
+	// kills early-droppable entries (unreplied SYNs, TIME_WAIT) while the
+	// table is at 95 % or more — never the ASSURED ESTABLISHED ones.
+	for i := range 30 {
+		c := newConv(uint16(3000 + i))
+		for _, s := range []struct {
+			d Direction
+			f TCPFlags
+		}{{Original, SYN}, {Reply, SYN | ACK}, {Original, ACK}} {
+			tr.Process(c.pkt(s.d, s.f, 0))
+		}
+		if i < 8 {
+			for _, s := range []struct {
+				d Direction
+				f TCPFlags
+			}{{Original, FIN | ACK}, {Reply, FIN | ACK}, {Original, ACK}} {
+				tr.Process(c.pkt(s.d, s.f, 0))
+			}
+		}
+	}
+	dropped := false
+	for i := 0; i < 200 && !dropped; i++ {
+		dropped = tr.Process(synFrom(i)).Drop
+	}
+	if !dropped {
+		t.Skip("no SYN was dropped: every bucket range had something to early-drop")
+	}
+	before := tr.Counts()
+	vc.Advance(2 * time.Second)
+	after := tr.Counts()
+	// the pass stops as soon as the table is below 95 % (38 of 40)
+	if after.Total != 37 || before.Total != 40 {
+		t.Fatalf("after the GC pass: %+v (before %+v), want 40 → 37 entries", after, before)
+	}
+	if after.TCP[conntrack.TCPEstablished] != 22 {
+		t.Fatalf("ESTABLISHED %d, want the 22 ASSURED ones kept", after.TCP[conntrack.TCPEstablished])
+	}
+}
