@@ -152,50 +152,24 @@ func (s *Simulator) stepTCP(c *conn, w *wstate) bool {
 		c.tries = 0
 		c.phase = phResponse
 		c.at += w.half
-	case phFIN1:
-		var dropped bool
-		if w.closerC {
-			dropped = s.send(c, w, true, finAck, c.cseq, c.sseq, 0)
-		} else {
-			dropped = s.send(c, w, false, finAck, c.sseq, c.cseq, 0)
-		}
-		if dropped {
+	case phFIN1: // the closer's FIN
+		if s.sendSide(c, w, true, finAck) {
 			return s.retry(c, rtoMin, dataRetries)
 		}
-		if w.closerC {
-			c.cseq++
-		} else {
-			c.sseq++
-		}
+		c.fin(w, true)
 		c.tries = 0
 		c.phase = phFIN2
 		c.at += w.half
-	case phFIN2:
-		var dropped bool
-		if w.closerC {
-			dropped = s.send(c, w, false, finAck, c.sseq, c.cseq, 0)
-		} else {
-			dropped = s.send(c, w, true, finAck, c.cseq, c.sseq, 0)
-		}
-		if dropped {
+	case phFIN2: // the other side's FIN
+		if s.sendSide(c, w, false, finAck) {
 			return s.retry(c, rtoMin, dataRetries)
 		}
-		if w.closerC {
-			c.sseq++
-		} else {
-			c.cseq++
-		}
+		c.fin(w, false)
 		c.tries = 0
 		c.phase = phLastACK
 		c.at += w.half
-	case phLastACK:
-		var dropped bool
-		if w.closerC {
-			dropped = s.send(c, w, true, ack, c.cseq, c.sseq, 0)
-		} else {
-			dropped = s.send(c, w, false, ack, c.sseq, c.cseq, 0)
-		}
-		if dropped {
+	case phLastACK: // the closer acknowledges it
+		if s.sendSide(c, w, true, ack) {
 			return s.retry(c, rtoMin, dataRetries)
 		}
 		return false
@@ -203,6 +177,25 @@ func (s *Simulator) stepTCP(c *conn, w *wstate) bool {
 		return false
 	}
 	return true
+}
+
+// sendSide sends a bare segment from the side that closes first
+// (closer) or from the other one, with that side's sequence numbers, and
+// reports whether conntrack dropped it.
+func (s *Simulator) sendSide(c *conn, w *wstate, closer bool, flags engine.TCPFlags) bool {
+	if closer == w.closerC {
+		return s.send(c, w, true, flags, c.cseq, c.sseq, 0)
+	}
+	return s.send(c, w, false, flags, c.sseq, c.cseq, 0)
+}
+
+// fin counts the FIN a side sent in its sequence space.
+func (c *conn) fin(w *wstate, closer bool) {
+	if closer == w.closerC {
+		c.cseq++
+	} else {
+		c.sseq++
+	}
 }
 
 func (s *Simulator) stepDatagram(c *conn, w *wstate) bool {
