@@ -605,17 +605,18 @@ func parseSaveLine(line []byte, f *Flow) error {
 // (echo 8↔0, timestamp 13↔14, info 15↔16, address mask 17↔18; ICMPv6 echo
 // 128↔129, node information 139↔140), or the type itself when it has none.
 func ICMPReplyType(p Proto, t uint8) uint8 {
-	pairs := [][2]uint8{{8, 0}, {13, 14}, {15, 16}, {17, 18}}
+	tab := &icmp4Pair
 	if p == ICMPv6 {
-		pairs = [][2]uint8{{128, 129}, {139, 140}}
+		tab = &icmp6Pair
 	}
-	for _, pr := range pairs {
-		if pr[0] == t {
-			return pr[1]
-		}
-		if pr[1] == t {
-			return pr[0]
-		}
+	if v := tab[t]; v != 0 {
+		return v - 1
 	}
 	return t
 }
+
+// The ICMP query/reply type pairs, stored +1 so 0 means unpaired.
+var (
+	icmp4Pair = [256]uint8{8: 0 + 1, 13: 14 + 1, 15: 16 + 1, 17: 18 + 1, 0: 8 + 1, 14: 13 + 1, 16: 15 + 1, 18: 17 + 1}
+	icmp6Pair = [256]uint8{128: 129 + 1, 139: 140 + 1, 129: 128 + 1, 140: 139 + 1}
+)

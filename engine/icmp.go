@@ -2,26 +2,6 @@ package engine
 
 import "github.com/ctdoctor/ctdoctor/conntrack"
 
-// ICMP query types that create entries, and their reply types; the kernel
-// tracks only these pairs (§6).
-var (
-	icmp4Pair = [256]uint8{8: 0 + 1, 13: 14 + 1, 15: 16 + 1, 17: 18 + 1, 0: 8 + 1, 14: 13 + 1, 16: 15 + 1, 18: 17 + 1}
-	icmp6Pair = [256]uint8{128: 129 + 1, 139: 140 + 1, 129: 128 + 1, 140: 139 + 1}
-)
-
-// icmpReplyType returns the paired type of an ICMP query or reply type, or
-// the type itself for unpaired types.
-func icmpReplyType(p conntrack.Proto, t uint8) uint8 {
-	tab := &icmp4Pair
-	if p == conntrack.ICMPv6 {
-		tab = &icmp6Pair
-	}
-	if v := tab[t]; v != 0 {
-		return v - 1
-	}
-	return t
-}
-
 // icmpIsRequest reports whether an ICMP type may create an entry.
 func icmpIsRequest(p conntrack.Proto, t uint8) bool {
 	if p == conntrack.ICMPv6 {

@@ -179,7 +179,7 @@ func invert(k *key) key {
 	switch conntrack.Proto(k.proto) {
 	case conntrack.ICMP, conntrack.ICMPv6:
 		// the id stays in sport; the type becomes its reply type
-		r.dport = uint16(icmpReplyType(conntrack.Proto(k.proto), uint8(k.dport>>8)))<<8 | k.dport&0xff
+		r.dport = uint16(conntrack.ICMPReplyType(conntrack.Proto(k.proto), uint8(k.dport>>8)))<<8 | k.dport&0xff
 	default:
 		r.sport, r.dport = k.dport, k.sport
 	}

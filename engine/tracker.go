@@ -465,7 +465,7 @@ func keyMatch(ek, k *key, dir Direction) bool {
 	}
 	switch conntrack.Proto(k.proto) {
 	case conntrack.ICMP, conntrack.ICMPv6:
-		if ek.sport != k.sport || uint16(icmpReplyType(conntrack.Proto(k.proto), uint8(ek.dport>>8)))<<8|ek.dport&0xff != k.dport {
+		if ek.sport != k.sport || uint16(conntrack.ICMPReplyType(conntrack.Proto(k.proto), uint8(ek.dport>>8)))<<8|ek.dport&0xff != k.dport {
 			return false
 		}
 	default:
