@@ -39,9 +39,6 @@ type Counts struct {
 	Unreplied int
 }
 
-// Tracked is a shorthand for the TCP entries in a state, for reports.
-func (c *Counts) Tracked(s conntrack.TCPState) int { return c.TCP[s] }
-
 // compile-time check: a Tracker's Flows is a conntrack.Source.
 var _ conntrack.Source = (*Tracker)(nil).Flows
 

@@ -479,12 +479,8 @@ func keyMatch(ek, k *key, dir Direction) bool {
 // Process tracks one packet and returns the verdict.
 func (t *Tracker) Process(p *Packet) Verdict {
 	t.mu.Lock()
-	now := int64(t.clock.Now())
-	if t.cursor<<tickShift <= now {
-		t.advance(now)
-	}
 	var v Verdict
-	t.process(p, now, &v)
+	t.process(p, t.advanceNow(), &v)
 	t.mu.Unlock()
 	return v
 }
