@@ -33,34 +33,69 @@ func bytesAddr(b *[16]byte, fam uint8) netip.Addr {
 	return a
 }
 
-// entry is one tracked connection: 80 bytes. Its two hash nodes live
+// entry is one tracked connection: 64 bytes, one cache line (chunks are
+// page-aligned, so entries never straddle lines). Its two hash nodes live
 // beside it in the chunk's node array.
 type entry struct {
-	k       key    // original-direction tuple
-	expires int64  // clock reading (ns) at which the entry times out
-	gen     uint32 // incremented whenever the slot is freed (stale wheel items)
-	wheelAt uint32 // second+1 of the wheel slot holding the entry, 0 = none
-	status  uint16 // conntrack.Status bits (the low 16 are all the kernel uses)
-	state   uint8  // TCP state
-	flags   uint8  // entry flags (eLive, eYoung)
-	tcp     tcpInfo
+	k       key     // original-direction tuple
+	expires uint32  // expiry in clock units (2^20 ns), compared wrap-safe like jiffies
+	wheelAt uint16  // wheel tick holding the entry (mod 2^16), when eQueued
+	state   uint8   // TCP state
+	flags   uint8   // eLive, eYoung, eQueued, and the status bits eSeenReply, eAssured
+	tcp     tcpInfo // TCP tracking data; UDP keeps its stream time in end[0]
 }
 
+const entrySize = 64 // unsafe.Sizeof(entry{}), checked in a test
+
 const (
-	eLive  = 1 << iota
-	eYoung // created this tick: scheduled on the wheel when the tick ends
+	eLive      = 1 << iota
+	eYoung     // created this tick: scheduled on the wheel when the tick ends
+	eQueued    // on the wheel, in the slot of tick wheelAt
+	eSeenReply // conntrack.StatusSeenReply
+	eAssured   // conntrack.StatusAssured
 )
+
+// status returns the entry's conntrack status bits. Every entry in the
+// table is confirmed; SEEN_REPLY and ASSURED are the two the trackers set.
+func (e *entry) status() conntrack.Status {
+	s := conntrack.StatusConfirmed
+	if e.flags&eSeenReply != 0 {
+		s |= conntrack.StatusSeenReply
+	}
+	if e.flags&eAssured != 0 {
+		s |= conntrack.StatusAssured
+	}
+	return s
+}
+
+// Timestamps are kept in 32-bit clock units of 2^20 ns (about a
+// millisecond, like jiffies at HZ=1000) and compared through their signed
+// difference, which is exact while it stays under 2^31 units (26 days):
+// the longest timeout a setting accepts is 24.8 days, and the wheel reaps
+// entries within a tick of expiring.
+const unitShift = 20
+
+func toUnits(ns int64) uint32 { return uint32(ns >> unitShift) }
+
+// expiryUnits returns the expiry, rounded up, of a timeout tmo set at now.
+func expiryUnits(now, tmo int64) uint32 { return uint32((now + tmo + 1<<unitShift - 1) >> unitShift) }
+
+// unitsLeft returns the time from now until the timestamp u, in ns;
+// zero or less when u has passed.
+func unitsLeft(u uint32, now int64) int64 {
+	return int64(int32(u-toUnits(now)))<<unitShift - now&(1<<unitShift-1)
+}
 
 // tcpInfo is the per-connection TCP tracking data: enough sequence state
 // for the retransmission, unacknowledged-data and zero-window timeout rules
-// and the reopen and resync rules. UDP keeps its stream time in end.
+// and the reopen and resync rules. 16 bytes.
 type tcpInfo struct {
 	end       [2]uint32 // highest sequence end sent, per direction (td_end)
 	lastFP    uint32    // fingerprint of the last ACK-class packet: seq, ack, end, window
-	lastWin   uint16    // window of the last ACK-class packet
 	tflags    uint8     // tcpEndSet*, tcpUnack*, tcpCloseInit*, tcpLastDirReply
 	lastIndex uint8     // packet class of the last packet
 	retrans   uint8     // consecutive retransmissions seen
+	zeroWin   bool      // the last ACK-class packet advertised a zero window
 }
 
 const (
@@ -81,14 +116,15 @@ func mkRef(idx uint32, dir Direction) nodeRef { return idx<<1 | uint32(dir) + 1 
 func refIdx(r nodeRef) uint32                 { return (r - 1) >> 1 }
 func refDir(r nodeRef) Direction              { return Direction((r - 1) & 1) }
 
-// bucket is the head of a hash chain and the hash of the head node's
-// tuple; node is one link: the next node and the hash of the next node's
-// tuple. A lookup reads the bucket, the nodes before the match and the
+// bucket is the head of a hash chain: its first two nodes and the hashes
+// of their tuples (second and hash2 repeat the head node's link). node is
+// one link: the next node and the hash of the next node's tuple. A lookup
+// reads the bucket, the nodes before the match from the third on, and the
 // matching entry: an entry is read only when the hash matches, and the
 // matching node itself not at all.
 type bucket struct {
-	head nodeRef
-	hash uint32
+	head, second nodeRef
+	hash, hash2  uint32
 }
 
 type node struct {
@@ -140,9 +176,7 @@ func (s *slab) alloc() uint32 {
 }
 
 func (s *slab) release(i uint32) {
-	e := s.at(i)
-	gen := e.gen + 1
-	*e = entry{gen: gen}
+	*s.at(i) = entry{}
 	*s.node(mkRef(i, Reply)) = node{}
 	*s.node(mkRef(i, Original)) = node{next: s.free}
 	s.free = i + 1

@@ -149,7 +149,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		}
 		ti.setLast(class, dir)
 		ti.lastFP = end // remembered so a SYN/ACK acknowledging this packet resyncs
-		ti.lastWin = p.Window
+		ti.zeroWin = p.Window == 0
 		return tcpIgnore, old, 0
 	case sIV:
 		return tcpInvalid, old, 0
@@ -185,7 +185,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 			}
 		} else {
 			ti.lastFP = fp
-			ti.lastWin = p.Window
+			ti.zeroWin = p.Window == 0
 			ti.retrans = 0
 		}
 	}
@@ -199,10 +199,10 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		tmo = to.tcp[sCL]
 	case ti.tflags&(tcpUnack0|tcpUnack1) != 0 && tmo > to.tcpUnack:
 		tmo = to.tcpUnack
-	case ti.lastWin == 0 && tmo > to.tcpRetrans:
+	case ti.zeroWin && tmo > to.tcpRetrans:
 		tmo = to.tcpRetrans
 	}
-	if e.status&uint16(conntrack.StatusSeenReply) == 0 {
+	if e.flags&eSeenReply == 0 {
 		if p.Flags&RST != 0 {
 			return tcpKill, ns, 0
 		}
@@ -216,7 +216,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		if ns == sES && tmo > to.tcpUnack {
 			tmo = to.tcpUnack
 		}
-	} else if e.status&uint16(conntrack.StatusAssured) == 0 && (old == sSR || old == sES) && ns == sES {
+	} else if e.flags&eAssured == 0 && (old == sSR || old == sES) && ns == sES {
 		t.setStatus(e, conntrack.StatusAssured)
 	}
 	if old != ns && ns == sFW {

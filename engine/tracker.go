@@ -30,9 +30,9 @@ type Tracker struct {
 	stats   [][conntrack.NumStatFields]uint64
 	chain   int // Config.ChainLimit
 
-	wheel  [wheelSlots][]uint64
-	young  []uint64 // entries created in the current tick (index<<32 | gen)
-	cursor int64    // the next wheel second to process
+	wheel  [wheelSlots][]uint32 // entry indexes; stale items are skipped
+	young  []uint32             // entries created in the current tick
+	cursor int64                // the next wheel second to process
 	// earlyDropMode is set when a new connection was dropped because
 	// nothing could be evicted; the next GC pass then also kills
 	// non-ASSURED and closing TCP entries while the table is ≥ 95 % full.
@@ -182,7 +182,7 @@ func (t *Tracker) linkNode(r nodeRef, h uint32) {
 	bi := bucketOf(h, len(t.buckets))
 	b := &t.buckets[bi]
 	*t.slab.node(r) = node{next: b.head, hash: b.hash}
-	b.head, b.hash = r, h
+	*b = bucket{head: r, hash: h, second: b.head, hash2: b.hash}
 	if t.blen[bi] < 255 {
 		t.blen[bi]++
 	}
@@ -191,11 +191,21 @@ func (t *Tracker) linkNode(r nodeRef, h uint32) {
 // unlinkNode removes a node whose tuple hashes to h from its chain.
 func (t *Tracker) unlinkNode(r nodeRef, h uint32) {
 	n := t.slab.node(r)
-	b := bucketOf(h, len(t.buckets))
-	if t.buckets[b].head == r {
-		t.buckets[b] = bucket{head: n.next, hash: n.hash}
-	} else {
-		for p := t.buckets[b].head; p != 0; {
+	bi := bucketOf(h, len(t.buckets))
+	b := &t.buckets[bi]
+	switch r {
+	case b.head:
+		b.head, b.hash = n.next, n.hash
+		b.second, b.hash2 = 0, 0
+		if b.head != 0 {
+			hn := t.slab.node(b.head)
+			b.second, b.hash2 = hn.next, hn.hash
+		}
+	case b.second:
+		*t.slab.node(b.head) = *n
+		b.second, b.hash2 = n.next, n.hash
+	default:
+		for p := b.second; p != 0; {
 			pn := t.slab.node(p)
 			if pn.next == r {
 				*pn = *n
@@ -204,10 +214,10 @@ func (t *Tracker) unlinkNode(r nodeRef, h uint32) {
 			p = pn.next
 		}
 	}
-	if t.blen[b] < 255 {
-		t.blen[b]--
+	if t.blen[bi] < 255 {
+		t.blen[bi]--
 	} else {
-		t.blen[b] = uint8(min(t.walkLen(b), 255))
+		t.blen[bi] = uint8(min(t.walkLen(bi), 255))
 	}
 }
 
@@ -251,24 +261,27 @@ func (t *Tracker) account(e *entry, d int) {
 	default:
 		c.Other += d
 	}
-	if e.status&uint16(conntrack.StatusAssured) != 0 {
+	if e.flags&eAssured != 0 {
 		c.Assured += d
 	}
-	if e.status&uint16(conntrack.StatusSeenReply) == 0 {
+	if e.flags&eSeenReply == 0 {
 		c.Unreplied += d
 	}
 }
 
+// setStatus sets StatusSeenReply or StatusAssured on an entry.
 func (t *Tracker) setStatus(e *entry, s conntrack.Status) {
-	if e.status&uint16(s) != 0 {
-		return
-	}
-	e.status |= uint16(s)
 	switch s {
 	case conntrack.StatusAssured:
-		t.counts.Assured++
+		if e.flags&eAssured == 0 {
+			e.flags |= eAssured
+			t.counts.Assured++
+		}
 	case conntrack.StatusSeenReply:
-		t.counts.Unreplied--
+		if e.flags&eSeenReply == 0 {
+			e.flags |= eSeenReply
+			t.counts.Unreplied--
+		}
 	}
 }
 
@@ -282,53 +295,59 @@ func (t *Tracker) setState(e *entry, s uint8) {
 
 // refresh sets an entry's timeout and keeps the expiry wheel informed.
 func (t *Tracker) refresh(idx uint32, e *entry, now, tmo int64) {
-	e.expires = now + tmo
-	t.schedule(idx, e)
-}
-
-func (t *Tracker) schedule(idx uint32, e *entry) {
+	e.expires = expiryUnits(now, tmo)
 	if e.flags&eYoung != 0 {
 		return // queued once its first tick ends, at the timeout it has then
 	}
-	sec := (e.expires + tick - 1) >> tickShift
+	t.schedule(idx, e, now+tmo)
+}
+
+// schedule queues an entry that expires at exp (ns) on the wheel, unless
+// it is queued at or before that tick already: it is requeued then if
+// still alive. Items left behind by requeued or freed entries are skipped
+// when their slot comes.
+func (t *Tracker) schedule(idx uint32, e *entry, exp int64) {
+	sec := (exp + tick - 1) >> tickShift
 	sec = min(max(sec, t.cursor), t.cursor+wheelSlots-1)
-	if e.wheelAt != 0 && int64(e.wheelAt-1) <= sec {
-		return // queued at or before its expiry: requeued then if still alive
+	if e.flags&eQueued != 0 && int16(e.wheelAt-uint16(sec)) <= 0 {
+		return
 	}
-	e.wheelAt = uint32(sec + 1)
+	e.flags |= eQueued
+	e.wheelAt = uint16(sec)
 	s := &t.wheel[sec%wheelSlots]
-	*s = append(*s, uint64(idx)<<32|uint64(e.gen))
+	*s = append(*s, idx)
 }
 
 // advance runs garbage collection up to now: entries are deleted within a
 // second of expiring.
 func (t *Tracker) advance(now int64) {
 	for t.cursor<<tickShift <= now {
+		at := t.cursor << tickShift // the slot's time: entries in it expired by then
 		// Entries created during the tick: most short connections have
 		// settled in their final state by now, so each is queued once,
-		// while its memory is still in cache.
-		for _, it := range t.young {
-			idx, gen := uint32(it>>32), uint32(it)
-			if e := t.slab.at(idx); e.gen == gen && e.flags&eLive != 0 {
+		// while its memory is still in cache. (A young entry freed and
+		// its slot reused in the same tick has two items here; the first
+		// one clears eYoung.)
+		for _, idx := range t.young {
+			if e := t.slab.at(idx); e.flags&(eLive|eYoung) == eLive|eYoung {
 				e.flags &^= eYoung
-				t.schedule(idx, e)
+				t.schedule(idx, e, at+unitsLeft(e.expires, at))
 			}
 		}
 		t.young = t.young[:0]
 		slot := &t.wheel[t.cursor%wheelSlots]
 		items := *slot
 		*slot = items[:0]
-		for _, it := range items {
-			idx, gen := uint32(it>>32), uint32(it)
+		for _, idx := range items {
 			e := t.slab.at(idx)
-			if e.gen != gen || e.flags&eLive == 0 || e.wheelAt != uint32(t.cursor+1) {
-				continue
+			if e.flags&(eLive|eQueued) != eLive|eQueued || e.wheelAt != uint16(t.cursor) {
+				continue // freed, or requeued elsewhere, or a duplicate
 			}
-			e.wheelAt = 0
-			if e.expires <= now {
+			e.flags &^= eQueued
+			if left := unitsLeft(e.expires, at); left <= 0 {
 				t.kill(idx, e)
 			} else {
-				t.schedule(idx, e)
+				t.schedule(idx, e, at+left)
 			}
 		}
 		t.cursor++
@@ -360,7 +379,7 @@ func (t *Tracker) gcEarlyDrop() {
 }
 
 func canEarlyDrop(e *entry) bool {
-	if e.status&uint16(conntrack.StatusAssured) == 0 {
+	if e.flags&eAssured == 0 {
 		return true
 	}
 	if conntrack.Proto(e.k.proto) == conntrack.TCP {
@@ -384,7 +403,7 @@ func (t *Tracker) earlyDrop(b int, now int64, st *[conntrack.NumStatFields]uint6
 			idx := refIdx(r)
 			e := t.slab.at(idx)
 			r = t.slab.node(r).next
-			if e.expires <= now || e.status&uint16(conntrack.StatusAssured) == 0 {
+			if unitsLeft(e.expires, now) <= 0 || e.flags&eAssured == 0 {
 				v = append(v, idx)
 			}
 		}
@@ -394,7 +413,7 @@ func (t *Tracker) earlyDrop(b int, now int64, st *[conntrack.NumStatFields]uint6
 			if e.flags&eLive == 0 {
 				continue // both its nodes were in this bucket
 			}
-			if e.expires > now {
+			if unitsLeft(e.expires, now) > 0 {
 				killed++
 			}
 			t.kill(idx, e)
@@ -436,23 +455,38 @@ func makeKey(p *Packet) key {
 // if none) and the length of the chain. An expired match is deleted and
 // not returned.
 func (t *Tracker) find(h uint32, k *key, now int64) (nodeRef, int) {
-	n := 0
-	b := t.buckets[bucketOf(h, len(t.buckets))]
-	for r, rh := b.head, b.hash; r != 0; n++ {
-		if rh == h {
-			e := t.slab.at(refIdx(r))
-			if keyMatch(&e.k, k, refDir(r)) {
-				if e.expires <= now {
-					t.kill(refIdx(r), e)
-					return 0, n
-				}
-				return r, n
-			}
+	b := &t.buckets[bucketOf(h, len(t.buckets))]
+	if b.head == 0 {
+		return 0, 0
+	}
+	if b.hash == h && t.match(b.head, k) {
+		return t.found(b.head, now), 0
+	}
+	r, rh := b.second, b.hash2
+	n := 1
+	for ; r != 0; n++ {
+		if rh == h && t.match(r, k) {
+			return t.found(r, now), n
 		}
 		nd := t.slab.node(r)
 		r, rh = nd.next, nd.hash
 	}
 	return 0, n
+}
+
+// match reports whether node r's entry, seen in r's direction, has tuple k.
+func (t *Tracker) match(r nodeRef, k *key) bool {
+	return keyMatch(&t.slab.at(refIdx(r)).k, k, refDir(r))
+}
+
+// found returns node r, or 0 after deleting its entry if it has expired.
+func (t *Tracker) found(r nodeRef, now int64) nodeRef {
+	e := t.slab.at(refIdx(r))
+	if unitsLeft(e.expires, now) <= 0 {
+		t.kill(refIdx(r), e)
+		return 0
+	}
+	return r
 }
 
 // keyMatch reports whether k is the entry tuple ek seen in direction dir.
@@ -543,7 +577,7 @@ func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]u
 		return
 	}
 	e := t.slab.at(refIdx(ref))
-	*v = Verdict{CtInfo: conntrack.CtRelated, Dir: refDir(ref), State: e.state, Status: conntrack.Status(e.status)}
+	*v = Verdict{CtInfo: conntrack.CtRelated, Dir: refDir(ref), State: e.state, Status: e.status()}
 	if v.Dir == Reply {
 		v.CtInfo = conntrack.CtRelatedReply
 	}
@@ -587,8 +621,7 @@ func (t *Tracker) create(p *Packet, k *key, h uint32, chain int, now int64, st *
 	e := t.slab.at(idx)
 	e.k = *k
 	e.flags = eLive | eYoung
-	t.young = append(t.young, uint64(idx)<<32|uint64(e.gen))
-	e.status = uint16(conntrack.StatusConfirmed)
+	t.young = append(t.young, idx)
 	t.linkNode(mkRef(idx, Original), h)
 	t.linkNode(mkRef(idx, Reply), rh)
 	t.count++
@@ -612,7 +645,7 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 	switch {
 	case dir == Reply:
 		v.CtInfo = conntrack.CtEstablishedReply
-	case e.status&uint16(conntrack.StatusSeenReply) != 0:
+	case e.flags&eSeenReply != 0:
 		v.CtInfo = conntrack.CtEstablished
 	}
 	var tmo int64
@@ -626,7 +659,7 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 			if dir == Reply {
 				t.setStatus(e, conntrack.StatusSeenReply)
 			}
-			v.State, v.Status = e.state, conntrack.Status(e.status)
+			v.State, v.Status = e.state, e.status()
 			return
 		case tcpInvalid:
 			invalid(v, st, "invalid tcp state transition")
@@ -649,8 +682,8 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 			if dir == Reply {
 				t.setStatus(e, conntrack.StatusSeenReply)
 			}
-			v.State, v.Status = e.state, conntrack.Status(e.status)
-			v.Timeout = uint32(max(e.expires-now, 0) / int64(time.Second))
+			v.State, v.Status = e.state, e.status()
+			v.Timeout = uint32(max(unitsLeft(e.expires, now), 0) / int64(time.Second))
 			return
 		}
 		tmo = to
@@ -662,18 +695,16 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 		if e.k.proto == uint8(conntrack.GRE) {
 			tmo, stream = t.to.gre, t.to.greStream
 		}
-		if e.status&uint16(conntrack.StatusSeenReply) != 0 {
+		if e.flags&eSeenReply != 0 {
 			tmo = stream
 			t.setStatus(e, conntrack.StatusAssured)
 		}
 	case conntrack.UDP:
 		tmo = t.to.udp
 		if created {
-			stream := now + 2*int64(time.Second)
-			e.tcp.end[0], e.tcp.end[1] = uint32(stream), uint32(stream>>32)
-		} else if e.status&uint16(conntrack.StatusSeenReply) != 0 {
-			streamAt := int64(e.tcp.end[0]) | int64(e.tcp.end[1])<<32
-			if now > streamAt {
+			e.tcp.end[0] = toUnits(now + 2*int64(time.Second))
+		} else if e.flags&eSeenReply != 0 {
+			if unitsLeft(e.tcp.end[0], now) < 0 {
 				tmo = t.to.udpStream
 				t.setStatus(e, conntrack.StatusAssured)
 			}
@@ -689,7 +720,7 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 	if dir == Reply {
 		t.setStatus(e, conntrack.StatusSeenReply)
 	}
-	v.State, v.Status, v.Timeout = e.state, conntrack.Status(e.status), uint32(tmo/int64(time.Second))
+	v.State, v.Status, v.Timeout = e.state, e.status(), uint32(tmo/int64(time.Second))
 }
 
 // Count returns the number of entries (the netns count).
@@ -749,7 +780,7 @@ func (t *Tracker) Flows(fn func(*conntrack.Flow) error) error {
 		if e.flags&eLive == 0 {
 			continue
 		}
-		if e.expires <= now {
+		if unitsLeft(e.expires, now) <= 0 {
 			t.kill(i, e)
 			continue
 		}
@@ -765,8 +796,8 @@ func fillFlow(f *conntrack.Flow, e *entry, now int64) {
 	*f = conntrack.Flow{
 		Family:  conntrack.Family(e.k.fam),
 		Proto:   conntrack.Proto(e.k.proto),
-		Timeout: uint32((e.expires - now) / int64(time.Second)),
-		Status:  conntrack.Status(e.status),
+		Timeout: uint32(unitsLeft(e.expires, now) / int64(time.Second)),
+		Status:  e.status(),
 		Zone:    e.k.zone,
 		Use:     1,
 	}

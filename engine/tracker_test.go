@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -420,6 +421,9 @@ func TestKeyLayout(t *testing.T) {
 	if unsafe.Sizeof(key{}) != keySize {
 		t.Fatalf("key is %d bytes, the hash reads %d", unsafe.Sizeof(key{}), keySize)
 	}
+	if unsafe.Sizeof(entry{}) != entrySize || unsafe.Sizeof(chunk{}.e)%4096 != 0 {
+		t.Fatalf("entry is %d bytes, want %d: one cache line", unsafe.Sizeof(entry{}), entrySize)
+	}
 }
 
 func TestGCEarlyDropMode(t *testing.T) {
@@ -461,5 +465,135 @@ func TestGCEarlyDropMode(t *testing.T) {
 	}
 	if after.TCP[conntrack.TCPEstablished] != 22 {
 		t.Fatalf("ESTABLISHED %d, want the 22 ASSURED ones kept", after.TCP[conntrack.TCPEstablished])
+	}
+}
+
+// checkTable verifies the hash table against the entries: every live
+// entry's two nodes are each in the chain of their tuple's bucket exactly
+// once, carrying their tuple's hash; buckets mirror their head node's link;
+// chain lengths and the count agree; every entry is found in both
+// directions.
+func checkTable(t *testing.T, tr *Tracker) {
+	t.Helper()
+	seen := map[nodeRef]bool{}
+	for bi := range tr.buckets {
+		b := &tr.buckets[bi]
+		if b.head != 0 {
+			hn := tr.slab.node(b.head)
+			if b.second != hn.next || b.hash2 != hn.hash {
+				t.Fatalf("bucket %d: second %d/%#x, head node links %d/%#x", bi, b.second, b.hash2, hn.next, hn.hash)
+			}
+		}
+		n := 0
+		for r, h := b.head, b.hash; r != 0; n++ {
+			if seen[r] {
+				t.Fatalf("bucket %d: node %d twice", bi, r)
+			}
+			seen[r] = true
+			e := tr.slab.at(refIdx(r))
+			if e.flags&eLive == 0 {
+				t.Fatalf("bucket %d: node %d of a free entry", bi, r)
+			}
+			k := e.k
+			if refDir(r) == Reply {
+				k = invert(&e.k)
+			}
+			if want := tr.h.hash(&k); h != want || bucketOf(h, len(tr.buckets)) != bi {
+				t.Fatalf("bucket %d: node %d carries hash %#x, tuple hashes to %#x", bi, r, h, want)
+			}
+			nd := tr.slab.node(r)
+			r, h = nd.next, nd.hash
+		}
+		if l := tr.blen[bi]; l < 255 && int(l) != n {
+			t.Fatalf("bucket %d: blen %d, chain %d", bi, l, n)
+		}
+	}
+	live := 0
+	for i := uint32(0); i < tr.slab.used; i++ {
+		e := tr.slab.at(i)
+		if e.flags&eLive == 0 {
+			continue
+		}
+		live++
+		for _, d := range []Direction{Original, Reply} {
+			if !seen[mkRef(i, d)] {
+				t.Fatalf("entry %d: %v node in no chain", i, d)
+			}
+			k := e.k
+			if d == Reply {
+				k = invert(&e.k)
+			}
+			if r, _ := tr.find(tr.h.hash(&k), &k, -1<<62); r != mkRef(i, d) {
+				t.Fatalf("entry %d: find(%v tuple) = %d", i, d, r)
+			}
+		}
+	}
+	if live != tr.count || len(seen) != 2*live {
+		t.Fatalf("%d live entries, count %d, %d nodes chained", live, tr.count, len(seen))
+	}
+}
+
+// TestChainsConsistent churns a small table (long chains, early drops,
+// expiry, RST kills, rehashes) and checks its structure after each round.
+func TestChainsConsistent(t *testing.T) {
+	tr, vc := newT(t, map[string]int64{SetMax: 300, SetBuckets: 16, SetUDPTimeout: 5})
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 60 {
+		for range 100 {
+			i := r.IntN(400)
+			switch r.IntN(3) {
+			case 0: // UDP, expires after 5 s unless answered
+				p := &Packet{Proto: conntrack.UDP, Src: cli, Dst: srv, SrcPort: uint16(i), DstPort: 53}
+				tr.Process(p)
+				if r.IntN(2) == 0 {
+					tr.Process(&Packet{Proto: conntrack.UDP, Src: srv, Dst: cli, SrcPort: 53, DstPort: uint16(i)})
+				}
+			case 1: // a SYN; sometimes refused (the RST kills it)
+				c := newConv(uint16(i))
+				tr.Process(c.pkt(Original, SYN, 0))
+				if r.IntN(3) == 0 {
+					tr.Process(c.pkt(Reply, RST|ACK, 0))
+				}
+			case 2:
+				c := newConv(uint16(i))
+				c.srv = netip.AddrFrom4([4]byte{10, 0, 3, byte(i)})
+				tr.Process(c.pkt(Original, SYN, 0))
+				tr.Process(c.pkt(Reply, SYN|ACK, 0))
+				tr.Process(c.pkt(Original, ACK, 0))
+			}
+			vc.Advance(time.Duration(r.IntN(200)) * time.Millisecond)
+		}
+		if round%20 == 19 {
+			if err := tr.Set(SetBuckets, int64(8+round)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tr.Count() // runs the GC
+		checkTable(t, tr)
+	}
+	if s := tr.TotalStats(); s.Values[conntrack.StatEarlyDrop] == 0 {
+		t.Fatal("the churn never reached the early-drop path")
+	}
+}
+
+// TestClockWraps runs timeouts across the wrap of the 32-bit time units
+// (2^52 ns): expiry must still come after the timeout, not before or never.
+func TestClockWraps(t *testing.T) {
+	vc := &VirtualClock{}
+	vc.Set(1<<52 - 10*time.Second)
+	tr, err := New(Config{Clock: vc, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f conntrack.Flow
+	p := &Packet{Proto: conntrack.UDP, Src: cli, Dst: srv, SrcPort: 1, DstPort: 2}
+	tr.Process(p)
+	vc.Advance(20 * time.Second)
+	if _, ok := tr.Lookup(p, &f); !ok || f.Timeout != 10 {
+		t.Fatalf("20 s into a 30 s timeout across the wrap: found %v, timeout %d, want 10", ok, f.Timeout)
+	}
+	vc.Advance(12 * time.Second)
+	if n := tr.Count(); n != 0 {
+		t.Fatalf("32 s into a 30 s timeout across the wrap: %d entries, want 0", n)
 	}
 }
