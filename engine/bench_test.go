@@ -78,7 +78,8 @@ func BenchmarkMapLookup1M(b *testing.B) {
 	conns := benchConns(benchFlows)
 	m := make(map[key]uint32, benchFlows)
 	for i, c := range conns {
-		k := makeKey(c.pkt(Original, SYN, 0))
+		var k key
+		makeKey(&k, c.pkt(Original, SYN, 0))
 		m[k] = uint32(i)
 	}
 	pk := benchPackets(conns)
@@ -86,7 +87,8 @@ func BenchmarkMapLookup1M(b *testing.B) {
 	var sink uint32
 	for i := 0; i < b.N; i++ {
 		p := pk[i&(len(pk)-1)]
-		k := makeKey(p)
+		var k key
+		makeKey(&k, p)
 		if p.Src == p.Dst { // never: keeps the compiler from hoisting
 			k.zone++
 		}

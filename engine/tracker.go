@@ -433,9 +433,11 @@ func (t *Tracker) statLine(cpu int) *[conntrack.NumStatFields]uint64 {
 	return &t.stats[cpu]
 }
 
-// makeKey builds the packet's tuple.
-func makeKey(p *Packet) key {
-	k := key{src: addrBytes(p.Src), dst: addrBytes(p.Dst), zone: p.Zone, proto: uint8(p.Proto), fam: uint8(p.Family)}
+// makeKey builds the packet's tuple in k.
+func makeKey(k *key, p *Packet) {
+	putAddr(&k.src, p.Src)
+	putAddr(&k.dst, p.Dst)
+	k.zone, k.proto, k.fam = p.Zone, uint8(p.Proto), uint8(p.Family)
 	if k.fam == 0 {
 		k.fam = uint8(conntrack.IPv6)
 		if p.Src.Is4() {
@@ -447,8 +449,9 @@ func makeKey(p *Packet) key {
 		k.sport, k.dport = p.SrcPort, p.DstPort
 	case conntrack.ICMP, conntrack.ICMPv6:
 		k.sport, k.dport = p.ICMPID, uint16(p.ICMPType)<<8|uint16(p.ICMPCode)
+	default:
+		k.sport, k.dport = 0, 0
 	}
-	return k
 }
 
 // find looks up tuple k, whose hash is h. It returns the matching node (0
@@ -492,7 +495,7 @@ func (t *Tracker) found(r nodeRef, now int64) nodeRef {
 // keyMatch reports whether k is the entry tuple ek seen in direction dir.
 func keyMatch(ek, k *key, dir Direction) bool {
 	if dir == Original {
-		return *ek == *k
+		return ek.equal(k)
 	}
 	if ek.zone != k.zone || ek.proto != k.proto || ek.fam != k.fam {
 		return false
@@ -548,7 +551,8 @@ func (t *Tracker) process(p *Packet, now int64, v *Verdict) {
 			return
 		}
 	}
-	k := makeKey(p)
+	var k key
+	makeKey(&k, p)
 	h := t.h.hash(&k)
 	ref, chain := t.find(h, &k, now)
 	if ref == 0 {
@@ -568,7 +572,8 @@ func (t *Tracker) icmpError(p *Packet, now int64, st *[conntrack.NumStatFields]u
 	em := &p.Embedded
 	inner := Packet{Family: p.Family, Proto: em.Proto, Src: em.Src, Dst: em.Dst, SrcPort: em.SrcPort, DstPort: em.DstPort,
 		ICMPType: em.ICMPType, ICMPCode: em.ICMPCode, ICMPID: em.ICMPID, Zone: p.Zone}
-	ik := makeKey(&inner)
+	var ik key
+	makeKey(&ik, &inner)
 	inv := invert(&ik)
 	ref, _ := t.find(t.h.hash(&inv), &inv, now)
 	if ref == 0 {
@@ -826,7 +831,8 @@ func (t *Tracker) Lookup(p *Packet, f *conntrack.Flow) (Direction, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.advanceNow()
-	k := makeKey(p)
+	var k key
+	makeKey(&k, p)
 	ref, _ := t.find(t.h.hash(&k), &k, now)
 	if ref == 0 {
 		return Original, false
