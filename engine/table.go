@@ -145,15 +145,28 @@ func mkRef(idx uint32, dir Direction) nodeRef { return idx<<1 | uint32(dir) + 1 
 func refIdx(r nodeRef) uint32                 { return (r - 1) >> 1 }
 func refDir(r nodeRef) Direction              { return Direction((r - 1) & 1) }
 
-// bucket is the head of a hash chain: its first two nodes and the hashes
-// of their tuples (second and hash2 repeat the head node's link). node is
-// one link: the next node and the hash of the next node's tuple. A lookup
-// reads the bucket, the nodes before the match from the third on, and the
-// matching entry: an entry is read only when the hash matches, and the
-// matching node itself not at all.
+// bucket is the head of a hash chain: its first two nodes, the hash of
+// the head's tuple, and a word holding the top 24 bits of the second's
+// tuple hash (a tag: a match is confirmed on the key) over the chain's
+// length (up to 254; 255 means count by walking). node is one link: the
+// next node and the hash of the next node's tuple. A lookup reads the
+// bucket, the nodes before the match from the third on, and the matching
+// entry: an entry is read only when its hash matches, and the matching
+// node itself not at all. An insert learns both chains' lengths from
+// their buckets.
 type bucket struct {
 	head, second nodeRef
-	hash, hash2  uint32
+	hash         uint32
+	tag2len      uint32
+}
+
+const lenBits = 0xff
+
+func (b *bucket) len() uint32 { return b.tag2len & lenBits }
+
+// setSecond records the second node and its tuple's hash.
+func (b *bucket) setSecond(r nodeRef, h uint32) {
+	b.second, b.tag2len = r, h&^lenBits|b.tag2len&lenBits
 }
 
 type node struct {

@@ -20,7 +20,6 @@ type Tracker struct {
 	h       hasher
 	rng     *rand.Rand
 	buckets []bucket
-	blen    []uint8 // chain length per bucket, 255 = walk to count
 	slab    slab
 	count   int
 	counts  Counts
@@ -92,7 +91,6 @@ func New(cfg Config) (*Tracker, error) {
 	t.notrack = append([]NoTrackRule(nil), cfg.NoTrack...)
 	t.applySettings()
 	t.buckets = make([]bucket, t.set[SetBuckets])
-	t.blen = make([]uint8, len(t.buckets))
 	t.cursor = int64(t.clock.Now())>>tickShift + 1
 	return t, nil
 }
@@ -165,7 +163,6 @@ func (t *Tracker) Set(name string, v int64) error {
 
 func (t *Tracker) rehash(n int) {
 	t.buckets = make([]bucket, n)
-	t.blen = make([]uint8, n)
 	for i := uint32(0); i < t.slab.used; i++ {
 		e := t.slab.at(i)
 		if e.flags&eLive == 0 {
@@ -179,31 +176,30 @@ func (t *Tracker) rehash(n int) {
 
 // linkNode inserts a node, whose tuple hashes to h, at the head of its chain.
 func (t *Tracker) linkNode(r nodeRef, h uint32) {
-	bi := bucketOf(h, len(t.buckets))
-	b := &t.buckets[bi]
+	b := &t.buckets[bucketOf(h, len(t.buckets))]
 	*t.slab.node(r) = node{next: b.head, hash: b.hash}
-	*b = bucket{head: r, hash: h, second: b.head, hash2: b.hash}
-	if t.blen[bi] < 255 {
-		t.blen[bi]++
+	n := b.len()
+	if n < lenBits {
+		n++
 	}
+	b.head, b.second, b.hash, b.tag2len = r, b.head, h, b.hash&^lenBits|n
 }
 
 // unlinkNode removes a node whose tuple hashes to h from its chain.
 func (t *Tracker) unlinkNode(r nodeRef, h uint32) {
 	n := t.slab.node(r)
-	bi := bucketOf(h, len(t.buckets))
-	b := &t.buckets[bi]
+	b := &t.buckets[bucketOf(h, len(t.buckets))]
 	switch r {
 	case b.head:
 		b.head, b.hash = n.next, n.hash
-		b.second, b.hash2 = 0, 0
+		b.setSecond(0, 0)
 		if b.head != 0 {
 			hn := t.slab.node(b.head)
-			b.second, b.hash2 = hn.next, hn.hash
+			b.setSecond(hn.next, hn.hash)
 		}
 	case b.second:
 		*t.slab.node(b.head) = *n
-		b.second, b.hash2 = n.next, n.hash
+		b.setSecond(n.next, n.hash)
 	default:
 		for p := b.second; p != 0; {
 			pn := t.slab.node(p)
@@ -214,25 +210,27 @@ func (t *Tracker) unlinkNode(r nodeRef, h uint32) {
 			p = pn.next
 		}
 	}
-	if t.blen[bi] < 255 {
-		t.blen[bi]--
+	l := b.len()
+	if l == lenBits {
+		l = uint32(min(t.walkLen(b), lenBits))
 	} else {
-		t.blen[bi] = uint8(min(t.walkLen(bi), 255))
+		l--
 	}
+	b.tag2len = b.tag2len&^lenBits | l
 }
 
-// chainLen returns the length of bucket b's chain: kept per bucket (up to
-// 254) so an insert need not walk the chain it joins.
-func (t *Tracker) chainLen(b int) int {
-	if n := t.blen[b]; n < 255 {
+// chainLen returns the length of a bucket's chain: kept in the bucket (up
+// to 254) so an insert need not walk the chain it joins.
+func (t *Tracker) chainLen(b *bucket) int {
+	if n := b.len(); n < lenBits {
 		return int(n)
 	}
 	return t.walkLen(b)
 }
 
-func (t *Tracker) walkLen(b int) int {
+func (t *Tracker) walkLen(b *bucket) int {
 	n := 0
-	for r := t.buckets[b].head; r != 0; r = t.slab.node(r).next {
+	for r := b.head; r != 0; r = t.slab.node(r).next {
 		n++
 	}
 	return n
@@ -465,14 +463,20 @@ func (t *Tracker) find(h uint32, k *key, now int64) (nodeRef, int) {
 	if b.hash == h && t.match(b.head, k) {
 		return t.found(b.head, now), 0
 	}
-	r, rh := b.second, b.hash2
 	n := 1
-	for ; r != 0; n++ {
-		if rh == h && t.match(r, k) {
+	if r := b.second; r != 0 {
+		if (b.tag2len^h)&^lenBits == 0 && t.match(r, k) {
 			return t.found(r, now), n
 		}
-		nd := t.slab.node(r)
-		r, rh = nd.next, nd.hash
+		for n++; ; n++ {
+			nd := t.slab.node(r)
+			if r = nd.next; r == 0 {
+				break
+			}
+			if nd.hash == h && t.match(r, k) {
+				return t.found(r, now), n
+			}
+		}
 	}
 	return 0, n
 }
@@ -615,7 +619,7 @@ func (t *Tracker) create(p *Packet, k *key, h uint32, chain int, now int64, st *
 	// both directions, would have found it.)
 	rk := invert(k)
 	rh := t.h.hash(&rk)
-	rchain := t.chainLen(bucketOf(rh, len(t.buckets)))
+	rchain := t.chainLen(&t.buckets[bucketOf(rh, len(t.buckets))])
 	if limit := t.chainLimit(); limit >= 0 && (chain > limit || rchain > limit) {
 		st[conntrack.StatChainTooLong]++
 		st[conntrack.StatInsertFailed]++

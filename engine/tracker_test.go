@@ -480,8 +480,8 @@ func checkTable(t *testing.T, tr *Tracker) {
 		b := &tr.buckets[bi]
 		if b.head != 0 {
 			hn := tr.slab.node(b.head)
-			if b.second != hn.next || b.hash2 != hn.hash {
-				t.Fatalf("bucket %d: second %d/%#x, head node links %d/%#x", bi, b.second, b.hash2, hn.next, hn.hash)
+			if b.second != hn.next || b.tag2len&^lenBits != hn.hash&^lenBits {
+				t.Fatalf("bucket %d: second %d/%#x, head node links %d/%#x", bi, b.second, b.tag2len, hn.next, hn.hash)
 			}
 		}
 		n := 0
@@ -504,8 +504,8 @@ func checkTable(t *testing.T, tr *Tracker) {
 			nd := tr.slab.node(r)
 			r, h = nd.next, nd.hash
 		}
-		if l := tr.blen[bi]; l < 255 && int(l) != n {
-			t.Fatalf("bucket %d: blen %d, chain %d", bi, l, n)
+		if l := b.len(); l < lenBits && int(l) != n {
+			t.Fatalf("bucket %d: length %d, chain %d", bi, l, n)
 		}
 	}
 	live := 0
