@@ -248,3 +248,35 @@ func TestRulesTraffic(t *testing.T) {
 		}
 	}
 }
+
+// An ESTABLISHED entry counts as idle when its remaining timeout shows it
+// has been silent longer than keepalive would take to give up on the peer
+// (432000 − 7875 s) — but not when it is on the 300 s timeout the kernel
+// gives an entry with unacknowledged data (engine/kernel_test.go checks
+// that timeout against the kernel), which says nothing about idleness.
+func TestIdleEstablishedWindow(t *testing.T) {
+	s := baseSnapshot()
+	above, below := IdleWindow(s)
+	if above != 300 || below != 432000-7875 {
+		t.Fatalf("IdleWindow = (%d, %d), want (300, %d)", above, below, 432000-7875)
+	}
+	s.Settings.Timeouts["tcp_timeout_max_retrans"] = 600
+	if above, _ := IdleWindow(s); above != 600 {
+		t.Fatalf("above = %d with tcp_timeout_max_retrans 600, want 600", above)
+	}
+	a := NewAccumulator()
+	a.IdleAbove, a.IdleAfter = 300, below
+	for _, to := range []uint32{
+		431990, // fresh
+		424200, // silent for 7800 s: within the keepalive window
+		1000,   // silent for ~5 days
+		299,    // data in flight: the unacknowledged timeout
+		300,
+		424000, // silent for 8000 s
+	} {
+		a.Add(&conntrack.Flow{Family: conntrack.IPv4, Proto: conntrack.TCP, State: uint8(conntrack.TCPEstablished), Timeout: to})
+	}
+	if got := a.Breakdown().IdleEstablished; got != 2 {
+		t.Fatalf("IdleEstablished = %d, want 2 (the 1000 s and 424000 s entries)", got)
+	}
+}

@@ -53,7 +53,8 @@ type Breakdown struct {
 	TTL map[string]int64 `json:"ttl_seconds"`
 	// IdleEstablished counts ESTABLISHED entries idle for longer than the
 	// host's TCP keepalive would take to notice a dead peer (only computed
-	// when the timeouts are known).
+	// when the timeouts are known; entries on the short timeout for data in
+	// flight are not counted).
 	IdleEstablished int64 `json:"idle_established"`
 	// DistinctSources is the number of distinct original source addresses.
 	DistinctSources int64 `json:"distinct_sources"`
@@ -61,13 +62,14 @@ type Breakdown struct {
 
 // Accumulator builds a Breakdown one flow at a time. Its memory grows with
 // the number of distinct addresses and services, never with the number of
-// entries, and no flow is retained.
+// entries, and no flow is retained. Make one with NewAccumulator.
 type Accumulator struct {
 	TopN int // rows in the top tables (default 10)
 
 	// IdleAfter, when > 0, makes ESTABLISHED entries whose remaining timeout
-	// is below it count as idle (see Breakdown.IdleEstablished).
-	IdleAfter uint32
+	// is below it, and above IdleAbove, count as idle (see
+	// Breakdown.IdleEstablished and IdleWindow).
+	IdleAfter, IdleAbove uint32
 
 	total, loopback, nat, idle int64
 	l3                         [256]int64
@@ -151,7 +153,7 @@ func (a *Accumulator) Add(f *conntrack.Flow) {
 		}
 		a.tcpState[st]++
 		timeWait = st == uint8(conntrack.TCPTimeWait)
-		if st == uint8(conntrack.TCPEstablished) && a.IdleAfter > 0 && f.Timeout < a.IdleAfter {
+		if st == uint8(conntrack.TCPEstablished) && a.IdleAfter > 0 && f.Timeout < a.IdleAfter && f.Timeout > a.IdleAbove {
 			a.idle++
 		}
 	}

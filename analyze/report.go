@@ -146,17 +146,28 @@ func statsInfo(s *host.Snapshot) StatsInfo {
 	return si
 }
 
-// IdleAfter returns the remaining-timeout threshold below which an
-// ESTABLISHED entry has been idle for longer than TCP keepalive takes to
-// give up on a peer (tcp_timeout_established − keepalive time − intvl ×
-// probes), or 0 when the settings are unknown or keepalive is not shorter.
-func IdleAfter(s *host.Snapshot) uint32 {
+// IdleWindow returns the remaining-timeout range (above, below) in which
+// an ESTABLISHED entry has been idle for longer than TCP keepalive takes
+// to give up on a peer: below is tcp_timeout_established − keepalive time −
+// intvl × probes. Entries at or under above (the larger of
+// tcp_timeout_unacknowledged and tcp_timeout_max_retrans, 300 s by
+// default) are left out: with data in flight the kernel gives an
+// ESTABLISHED entry that shorter timeout, so its remaining time says
+// nothing about idleness. below is 0 when the settings are unknown or
+// keepalive is not shorter.
+func IdleWindow(s *host.Snapshot) (above, below uint32) {
 	est, ok := s.Settings.Timeouts["tcp_timeout_established"]
 	ka := keepaliveTotal(s.TCP)
 	if !ok || est <= 0 || ka <= 0 || ka >= est {
-		return 0
+		return 0, 0
 	}
-	return uint32(est - ka)
+	short := int64(300)
+	for _, name := range []string{"tcp_timeout_unacknowledged", "tcp_timeout_max_retrans"} {
+		if v, ok := s.Settings.Timeouts[name]; ok && v >= 0 {
+			short = max(short, v)
+		}
+	}
+	return uint32(min(short, est)), uint32(est - ka)
 }
 
 func keepaliveTotal(t host.TCPSysctls) int64 {

@@ -60,7 +60,7 @@ func Breakdown(t *engine.Tracker, snap *host.Snapshot, top int) (*analyze.Breakd
 	if top > 0 {
 		acc.TopN = top
 	}
-	acc.IdleAfter = analyze.IdleAfter(snap)
+	acc.IdleAbove, acc.IdleAfter = analyze.IdleWindow(snap)
 	err := t.Flows(func(f *conntrack.Flow) error {
 		acc.Add(f)
 		return nil

@@ -151,7 +151,7 @@ func diagnose(ctx context.Context, d *doctorOptions, stderr io.Writer) (*analyze
 	if src != nil && !d.noList {
 		acc := analyze.NewAccumulator()
 		acc.TopN = d.top
-		acc.IdleAfter = analyze.IdleAfter(snap)
+		acc.IdleAbove, acc.IdleAfter = analyze.IdleWindow(snap)
 		prog := newProgress(stderr, "reading entries")
 		err := src(func(f *conntrack.Flow) error {
 			acc.Add(f)
