@@ -235,6 +235,13 @@ var scenarios = []scenario{
 			{From: srv, Flags: "A"},
 			{From: srv, Flags: "A", ZeroWin: true},
 		})},
+	{Name: "tcp/syn-timeout-capped-by-max-retrans", Proto: conntrack.TCP,
+		Sysctl: map[string]int64{"nf_conntrack_tcp_timeout_max_retrans": 60},
+		Steps: []step{
+			{From: cli, Flags: "S", Note: "no ACK-class packet yet: last_win is 0, so 120 s is capped to 60"},
+			{From: srv, Flags: "SA"},
+			{From: cli, Flags: "A", Note: "the window opens"},
+		}},
 	{Name: "tcp/loose-off-no-pickup", Proto: conntrack.TCP,
 		Sysctl: map[string]int64{"nf_conntrack_tcp_loose": 0},
 		Steps: []step{

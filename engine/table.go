@@ -124,7 +124,7 @@ type tcpInfo struct {
 	tflags    uint8     // tcpEndSet*, tcpUnack*, tcpCloseInit*, tcpLastDirReply
 	lastIndex uint8     // packet class of the last packet
 	retrans   uint8     // consecutive retransmissions seen
-	zeroWin   bool      // the last ACK-class packet advertised a zero window
+	winOpen   bool      // the last ACK-class packet advertised a window; false until one has (the kernel's last_win starts at 0)
 }
 
 const (
@@ -137,6 +137,10 @@ const (
 	tcpLastDirReply
 	tcpSimOpen // went through SYN_SENT2: a reply ACK in SYN_RECV establishes
 )
+
+// udpStreamPast is set in a UDP entry's tflags once its 2 s stream delay
+// has passed: latched, because a 32-bit time compared 26 days later wraps.
+const udpStreamPast = tcpEndSet0
 
 // nodeRef names one of an entry's two hash nodes: (index<<1 | dir) + 1.
 type nodeRef = uint32

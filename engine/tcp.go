@@ -149,7 +149,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		}
 		ti.setLast(class, dir)
 		ti.lastFP = end // remembered so a SYN/ACK acknowledging this packet resyncs
-		ti.zeroWin = p.Window == 0
+		ti.winOpen = p.Window != 0
 		return tcpIgnore, old, 0
 	case sIV:
 		return tcpInvalid, old, 0
@@ -185,7 +185,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 			}
 		} else {
 			ti.lastFP = fp
-			ti.zeroWin = p.Window == 0
+			ti.winOpen = p.Window != 0
 			ti.retrans = 0
 		}
 	}
@@ -199,7 +199,7 @@ func (t *Tracker) tcpPacket(e *entry, p *Packet, dir Direction, old uint8) (acti
 		tmo = to.tcp[sCL]
 	case ti.tflags&(tcpUnack0|tcpUnack1) != 0 && tmo > to.tcpUnack:
 		tmo = to.tcpUnack
-	case ti.zeroWin && tmo > to.tcpRetrans:
+	case !ti.winOpen && tmo > to.tcpRetrans:
 		tmo = to.tcpRetrans
 	}
 	if e.flags&eSeenReply == 0 {

@@ -711,9 +711,12 @@ func (t *Tracker) update(p *Packet, idx uint32, e *entry, dir Direction, created
 	case conntrack.UDP:
 		tmo = t.to.udp
 		if created {
-			e.tcp.end[0] = toUnits(now + 2*int64(time.Second))
-		} else if e.flags&eSeenReply != 0 {
-			if unitsLeft(e.tcp.end[0], now) < 0 {
+			e.tcp.end[0] = expiryUnits(now, 2*int64(time.Second))
+		} else {
+			if e.tcp.tflags&udpStreamPast == 0 && unitsLeft(e.tcp.end[0], now) < 0 {
+				e.tcp.tflags |= udpStreamPast
+			}
+			if e.flags&eSeenReply != 0 && e.tcp.tflags&udpStreamPast != 0 {
 				tmo = t.to.udpStream
 				t.setStatus(e, conntrack.StatusAssured)
 			}

@@ -523,7 +523,8 @@ func checkTable(t *testing.T, tr *Tracker) {
 			if d == Reply {
 				k = invert(&e.k)
 			}
-			if r, _ := tr.find(tr.h.hash(&k), &k, -1<<62); r != mkRef(i, d) {
+			// at the last reaped tick every live entry is unexpired
+			if r, _ := tr.find(tr.h.hash(&k), &k, (tr.cursor-1)<<tickShift); r != mkRef(i, d) {
 				t.Fatalf("entry %d: find(%v tuple) = %d", i, d, r)
 			}
 		}
@@ -595,5 +596,54 @@ func TestClockWraps(t *testing.T) {
 	vc.Advance(12 * time.Second)
 	if n := tr.Count(); n != 0 {
 		t.Fatalf("32 s into a 30 s timeout across the wrap: %d entries, want 0", n)
+	}
+}
+
+// A new TCP entry has seen no window yet: the kernel zeroes its TCP data,
+// so last_win is 0 and any state timeout above tcp_timeout_max_retrans is
+// capped to it until an ACK-class packet opens the window (kernel scenario
+// tcp/syn-timeout-capped-by-max-retrans).
+func TestNewTCPEntryHasZeroWindow(t *testing.T) {
+	tr, _ := newT(t, map[string]int64{SetTCPTimeoutMaxRetrans: 60})
+	c := newConv(1)
+	if v := tr.Process(c.pkt(Original, SYN, 0)); v.Timeout != 60 {
+		t.Fatalf("SYN_SENT timeout %d, want 60 (120 capped by max_retrans while last_win is 0)", v.Timeout)
+	}
+}
+
+func udpPair() (out, back *Packet) {
+	return &Packet{Proto: conntrack.UDP, Src: cli, Dst: srv, SrcPort: 5000, DstPort: 53},
+		&Packet{Proto: conntrack.UDP, Src: srv, Dst: cli, SrcPort: 53, DstPort: 5000}
+}
+
+// The UDP stream rule needs more than 2 s since creation, not 2 s less
+// the time units' rounding.
+func TestUDPStreamNotBefore2s(t *testing.T) {
+	tr, vc := newT(t, nil)
+	out, back := udpPair()
+	tr.Process(out)
+	vc.Advance(time.Second)
+	tr.Process(back)
+	vc.Advance(time.Second - 200*time.Microsecond)
+	if v := tr.Process(out); v.Timeout != 30 || v.Status&conntrack.StatusAssured != 0 {
+		t.Fatalf("1.9998 s after creation: timeout %d status %v, want 30, not ASSURED", v.Timeout, v.Status)
+	}
+}
+
+// A UDP stream stays one for as long as it lives: the 2 s rule must not
+// wrap when the 32-bit time units do, 26 days after creation.
+func TestUDPStreamPast26Days(t *testing.T) {
+	tr, vc := newT(t, nil)
+	out, back := udpPair()
+	tr.Process(out)
+	vc.Advance(time.Second)
+	tr.Process(back)
+	vc.Advance(2 * time.Second)
+	tr.Process(out) // now a stream: 120 s
+	for elapsed := time.Duration(0); elapsed < 28*24*time.Hour; elapsed += 100 * time.Second {
+		vc.Advance(100 * time.Second)
+		if v := tr.Process(out); v.Created || v.Timeout != 120 {
+			t.Fatalf("after %v: created %v, timeout %d, want 120 on the same entry", elapsed+100*time.Second, v.Created, v.Timeout)
+		}
 	}
 }
