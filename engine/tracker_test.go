@@ -611,19 +611,21 @@ func TestNewTCPEntryHasZeroWindow(t *testing.T) {
 	}
 }
 
-func udpPair() (out, back *Packet) {
-	return &Packet{Proto: conntrack.UDP, Src: cli, Dst: srv, SrcPort: 5000, DstPort: 53},
-		&Packet{Proto: conntrack.UDP, Src: srv, Dst: cli, SrcPort: 53, DstPort: 5000}
+// repliedUDP tracks a UDP request and, 1 s later, its reply; it returns
+// the request packet to send again.
+func repliedUDP(t *testing.T) (*Tracker, *VirtualClock, *Packet) {
+	tr, vc := newT(t, nil)
+	out := &Packet{Proto: conntrack.UDP, Src: cli, Dst: srv, SrcPort: 5000, DstPort: 53}
+	tr.Process(out)
+	vc.Advance(time.Second)
+	tr.Process(&Packet{Proto: conntrack.UDP, Src: srv, Dst: cli, SrcPort: 53, DstPort: 5000})
+	return tr, vc, out
 }
 
 // The UDP stream rule needs more than 2 s since creation, not 2 s less
 // the time units' rounding.
 func TestUDPStreamNotBefore2s(t *testing.T) {
-	tr, vc := newT(t, nil)
-	out, back := udpPair()
-	tr.Process(out)
-	vc.Advance(time.Second)
-	tr.Process(back)
+	tr, vc, out := repliedUDP(t)
 	vc.Advance(time.Second - 200*time.Microsecond)
 	if v := tr.Process(out); v.Timeout != 30 || v.Status&conntrack.StatusAssured != 0 {
 		t.Fatalf("1.9998 s after creation: timeout %d status %v, want 30, not ASSURED", v.Timeout, v.Status)
@@ -633,11 +635,7 @@ func TestUDPStreamNotBefore2s(t *testing.T) {
 // A UDP stream stays one for as long as it lives: the 2 s rule must not
 // wrap when the 32-bit time units do, 26 days after creation.
 func TestUDPStreamPast26Days(t *testing.T) {
-	tr, vc := newT(t, nil)
-	out, back := udpPair()
-	tr.Process(out)
-	vc.Advance(time.Second)
-	tr.Process(back)
+	tr, vc, out := repliedUDP(t)
 	vc.Advance(2 * time.Second)
 	tr.Process(out) // now a stream: 120 s
 	for elapsed := time.Duration(0); elapsed < 28*24*time.Hour; elapsed += 100 * time.Second {
