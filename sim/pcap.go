@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,19 +36,30 @@ type ReplayOptions struct {
 
 // ReplayStats summarise a replay.
 type ReplayStats struct {
-	Packets int // records read
-	Decoded int // records tracked (decoded as IP packets)
-	Skipped int // records not tracked: not IP, not decodable, later fragments
+	Packets int `json:"packets"` // records read
+	Decoded int `json:"decoded"` // records tracked (decoded as IP packets)
+	Skipped int `json:"skipped"` // records not tracked: not IP, not decodable, later fragments
 	// First and Last are the first and last records' capture times;
-	// Duration is the time between them.
-	First, Last time.Time
-	Duration    time.Duration
+	// Duration is the time between them (in JSON, duration_seconds).
+	First    time.Time     `json:"first"`
+	Last     time.Time     `json:"last"`
+	Duration time.Duration `json:"-"`
 	// Verdicts counts the tracked packets by verdict: the ctinfo name
 	// ("NEW", "ESTABLISHED,REPLY", "INVALID", …) or "DROP".
-	Verdicts map[string]int
+	Verdicts map[string]int `json:"verdicts"`
 	// SkipReasons counts the skipped records by reason ("non-IP ethertype
 	// 0x0806", "truncated TCP header", "IPv4 non-first fragment", …).
-	SkipReasons map[string]int
+	SkipReasons map[string]int `json:"skip_reasons"`
+}
+
+// MarshalJSON writes the stats with snake_case keys, as the rest of the
+// simulation JSON, and the duration in seconds.
+func (s ReplayStats) MarshalJSON() ([]byte, error) {
+	type plain ReplayStats
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain(s), s.Duration.Seconds()})
 }
 
 // pcap and pcapng magic numbers, as the first four bytes of a file.

@@ -276,13 +276,9 @@ func (s *Simulator) nextArrival(w *wstate) {
 
 // sample records the table at time t.
 func (s *Simulator) sample(t time.Duration) {
-	c := s.tr.Counts()
 	st := s.tr.TotalStats()
-	smp := Sample{Time: t, Total: c.Total, TCP: c.TCP, UDP: c.UDP, ICMP: c.ICMP, Other: c.Other,
-		Assured: c.Assured, Unreplied: c.Unreplied}
-	if s.max > 0 {
-		smp.Usage = float64(c.Total) / float64(s.max)
-	}
+	smp := Sample{Time: t}
+	sampleCounts(&smp, s.tr.Counts(), s.max)
 	smp.DropTotal = st.Values[conntrack.StatDrop]
 	smp.EarlyDropTotal = st.Values[conntrack.StatEarlyDrop]
 	smp.InsertFailedTotal = st.Values[conntrack.StatInsertFailed]

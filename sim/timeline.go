@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
+	"github.com/ctdoctor/ctdoctor/engine"
 )
 
 // Schema is the version string of the JSON simulation result.
@@ -264,8 +265,9 @@ func (r *Result) WriteCSV(w io.Writer) error {
 	return cw.Error()
 }
 
-// countsJSON is a sample's table counts, for the JSON summary.
-type countsJSON struct {
+// TableCounts is a table's counts by protocol, TCP state and status, in
+// the JSON summaries.
+type TableCounts struct {
 	Total     int            `json:"total"`
 	TCP       map[string]int `json:"tcp"`
 	UDP       int            `json:"udp"`
@@ -276,8 +278,8 @@ type countsJSON struct {
 	Usage     float64        `json:"usage"`
 }
 
-func counts(s Sample) countsJSON {
-	c := countsJSON{Total: s.Total, TCP: map[string]int{}, UDP: s.UDP, ICMP: s.ICMP, Other: s.Other,
+func counts(s Sample) TableCounts {
+	c := TableCounts{Total: s.Total, TCP: map[string]int{}, UDP: s.UDP, ICMP: s.ICMP, Other: s.Other,
 		Assured: s.Assured, Unreplied: s.Unreplied, Usage: math.Round(s.Usage*1e4) / 1e4}
 	for _, st := range StateNames {
 		c.TCP[st.String()] = s.TCP[st]
@@ -285,26 +287,43 @@ func counts(s Sample) countsJSON {
 	return c
 }
 
+// sampleCounts fills a sample's table counts; usage is against max when
+// max > 0.
+func sampleCounts(smp *Sample, c engine.Counts, max int) {
+	smp.Total, smp.TCP, smp.UDP, smp.ICMP, smp.Other = c.Total, c.TCP, c.UDP, c.ICMP, c.Other
+	smp.Assured, smp.Unreplied = c.Assured, c.Unreplied
+	if max > 0 {
+		smp.Usage = float64(c.Total) / float64(max)
+	}
+}
+
+// CountsOf returns a tracker's counts now, in the JSON form.
+func CountsOf(tr *engine.Tracker) TableCounts {
+	var smp Sample
+	sampleCounts(&smp, tr.Counts(), int(tr.Settings()[engine.SetMax]))
+	return counts(smp)
+}
+
 // Summary is the JSON form of a result's summary.
 type Summary struct {
-	Verdict          string     `json:"verdict"`
-	Full             bool       `json:"full"`
-	Filled           bool       `json:"filled"`
-	FirstDropSeconds *float64   `json:"first_drop_seconds"`
-	FullAtSeconds    *float64   `json:"full_at_seconds"`
-	Peak             int        `json:"peak"`
-	PeakAtSeconds    float64    `json:"peak_at_seconds"`
-	Steady           countsJSON `json:"steady"`
-	Final            countsJSON `json:"final"`
-	Drop             uint64     `json:"drop"`
-	EarlyDrop        uint64     `json:"early_drop"`
-	InsertFailed     uint64     `json:"insert_failed"`
-	ChainTooLong     uint64     `json:"chaintoolong"`
-	Packets          uint64     `json:"packets"`
-	Connections      uint64     `json:"connections"`
-	Failed           uint64     `json:"failed_connections"`
-	Lost             uint64     `json:"lost_connections"`
-	Retransmits      uint64     `json:"retransmits"`
+	Verdict          string      `json:"verdict"`
+	Full             bool        `json:"full"`
+	Filled           bool        `json:"filled"`
+	FirstDropSeconds *float64    `json:"first_drop_seconds"`
+	FullAtSeconds    *float64    `json:"full_at_seconds"`
+	Peak             int         `json:"peak"`
+	PeakAtSeconds    float64     `json:"peak_at_seconds"`
+	Steady           TableCounts `json:"steady"`
+	Final            TableCounts `json:"final"`
+	Drop             uint64      `json:"drop"`
+	EarlyDrop        uint64      `json:"early_drop"`
+	InsertFailed     uint64      `json:"insert_failed"`
+	ChainTooLong     uint64      `json:"chaintoolong"`
+	Packets          uint64      `json:"packets"`
+	Connections      uint64      `json:"connections"`
+	Failed           uint64      `json:"failed_connections"`
+	Lost             uint64      `json:"lost_connections"`
+	Retransmits      uint64      `json:"retransmits"`
 }
 
 // Summarize returns the result's summary in its JSON form.

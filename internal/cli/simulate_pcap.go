@@ -79,22 +79,11 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
 	}
 	if o.output == "json" {
-		c := tr.Counts()
-		states := map[string]int{}
-		for _, s := range sim.StateNames {
-			states[s.String()] = c.TCP[s]
-		}
 		return writeJSON(stdout, struct {
-			Replay    sim.ReplayStats   `json:"replay"`
-			Total     int               `json:"total"`
-			TCP       map[string]int    `json:"tcp"`
-			UDP       int               `json:"udp"`
-			ICMP      int               `json:"icmp"`
-			Other     int               `json:"other"`
-			Assured   int               `json:"assured"`
-			Unreplied int               `json:"unreplied"`
-			Stats     map[string]uint64 `json:"stats"`
-		}{st, c.Total, states, c.UDP, c.ICMP, c.Other, c.Assured, c.Unreplied, statsMap(tr)})
+			Replay sim.ReplayStats `json:"replay"`
+			sim.TableCounts
+			Stats map[string]uint64 `json:"stats"`
+		}{st, sim.CountsOf(tr), statsMap(tr)})
 	}
 	writeReplayText(stdout, o.pcap, st, tr, color)
 	return nil

@@ -382,6 +382,25 @@ func TestSimulatePcap(t *testing.T) {
 	if r.Report.Breakdown.Total != r.Report.Table.Count {
 		t.Errorf("report lists %d entries of %d", r.Report.Breakdown.Total, r.Report.Table.Count)
 	}
+	// Without --report: the counts of the final table, which the kernel's
+	// own table at the end of the capture (loopback.pcap.conntrack) matches.
+	code, out, _ = simulate(t, "--pcap", capture, "--pcap-hook", "output", "-o", "json")
+	var c struct {
+		Replay struct {
+			Packets         int     `json:"packets"`
+			DurationSeconds float64 `json:"duration_seconds"`
+		} `json:"replay"`
+		sim.TableCounts
+		Stats map[string]uint64 `json:"stats"`
+	}
+	kernel, err := os.ReadFile(capture + ".conntrack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Count(string(kernel), "\n"); code != 0 || json.Unmarshal([]byte(out), &c) != nil ||
+		c.Total != want || c.Replay.Packets != 104 || c.Replay.DurationSeconds <= 0 || c.Stats["entries"] != uint64(want) {
+		t.Errorf("-o json: exit %d, %d entries (kernel: %d), want the kernel's count:\n%s", code, c.Total, want, out)
+	}
 	code, _, errs = simulate(t, "--pcap", capture, "--pcap-hook", "input")
 	if code != 2 || !strings.Contains(errs, "--pcap-hook must be prerouting or output") {
 		t.Errorf("exit %d: %s", code, errs)
