@@ -55,14 +55,7 @@ func (c *Comparison) Diff() Diff {
 	d := Diff{Peak: b.Peak - a.Peak, Steady: b.Steady.Total - a.Steady.Total,
 		Drop: int64(b.Drop) - int64(a.Drop), EarlyDrop: int64(b.EarlyDrop) - int64(a.EarlyDrop),
 		Failed: int64(b.Failed) - int64(a.Failed)}
-	if a.FirstDrop >= 0 {
-		v := a.FirstDrop.Seconds()
-		d.FirstDropCurrent = &v
-	}
-	if b.FirstDrop >= 0 {
-		v := b.FirstDrop.Seconds()
-		d.FirstDropProposed = &v
-	}
+	d.FirstDropCurrent, d.FirstDropProposed = optSeconds(a.FirstDrop), optSeconds(b.FirstDrop)
 	switch {
 	case a.Full() && !b.Full():
 		of := "the max"

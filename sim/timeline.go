@@ -332,15 +332,18 @@ func (r *Result) Summarize() Summary {
 		Steady: counts(r.Steady), Final: counts(r.Final), Drop: r.Drop, EarlyDrop: r.EarlyDrop,
 		InsertFailed: r.InsertFailed, ChainTooLong: r.ChainTooLong, Packets: r.Packets,
 		Connections: r.Connections, Failed: r.Failed, Lost: r.Lost, Retransmits: r.Retransmits}
-	if r.FirstDrop >= 0 {
-		v := r.FirstDrop.Seconds()
-		s.FirstDropSeconds = &v
-	}
-	if r.FullAt >= 0 {
-		v := r.FullAt.Seconds()
-		s.FullAtSeconds = &v
-	}
+	s.FirstDropSeconds, s.FullAtSeconds = optSeconds(r.FirstDrop), optSeconds(r.FullAt)
 	return s
+}
+
+// optSeconds returns a time in seconds, or nil for a negative one
+// ("never").
+func optSeconds(d time.Duration) *float64 {
+	if d < 0 {
+		return nil
+	}
+	v := d.Seconds()
+	return &v
 }
 
 // MarshalJSON writes the result (schema ctdoctor.simulation/v1).
