@@ -58,9 +58,22 @@ func columns(n, width int) []int {
 
 // resample returns one value per column: the maximum of the samples the
 // column covers (so that a short peak is not lost).
-func resample(v []float64, width int) []float64 {
+func resample(v []float64, width int) []float64 { return resampleBy(v, width, math.Max) }
+
+// resampleMarks returns one mark per column, set if any sample the column
+// covers is marked; none when the marks do not match the n samples.
+func resampleMarks(m []bool, n, width int) []bool {
+	if len(m) != n {
+		return make([]bool, width)
+	}
+	return resampleBy(m, width, func(a, b bool) bool { return a || b })
+}
+
+// resampleBy fits v to width columns: stretched when shorter, and merged
+// column by column with merge when longer.
+func resampleBy[T any](v []T, width int, merge func(a, b T) T) []T {
 	n := len(v)
-	out := make([]float64, width)
+	out := make([]T, width)
 	if n == 0 {
 		return out
 	}
@@ -74,34 +87,10 @@ func resample(v []float64, width int) []float64 {
 	lo := 0
 	for x, hi := range columns(n, width) {
 		m := v[lo]
-		for i := lo; i <= hi; i++ {
-			m = math.Max(m, v[i])
+		for i := lo + 1; i <= hi; i++ {
+			m = merge(m, v[i])
 		}
 		out[x] = m
-		lo = hi + 1
-		if lo > n-1 {
-			lo = n - 1
-		}
-	}
-	return out
-}
-
-func resampleMarks(m []bool, n, width int) []bool {
-	out := make([]bool, width)
-	if len(m) != n || n == 0 {
-		return out
-	}
-	if n <= width {
-		for x := range width {
-			out[x] = m[min(n-1, x*n/width)]
-		}
-		return out
-	}
-	lo := 0
-	for x, hi := range columns(n, width) {
-		for i := lo; i <= hi; i++ {
-			out[x] = out[x] || m[i]
-		}
 		lo = min(hi+1, n-1)
 	}
 	return out
