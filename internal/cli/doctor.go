@@ -11,8 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
-	"github.com/ctdoctor/ctdoctor/conntrack"
-	"github.com/ctdoctor/ctdoctor/host"
+	"github.com/ctdoctor/ctdoctor/doctor"
 	"github.com/ctdoctor/ctdoctor/render"
 )
 
@@ -90,112 +89,19 @@ func runDoctor(ctx context.Context, d *doctorOptions, stdout, stderr io.Writer) 
 	return render.Text(stdout, rep, render.TextOptions{Color: color, Width: terminalWidth(stdout), Verbose: d.verbose})
 }
 
-// diagnose reads the chosen source and builds the report.
+// diagnose builds the doctor input from the flags and runs the diagnosis,
+// with a progress line on a terminal's stderr.
 func diagnose(ctx context.Context, d *doctorOptions, stderr io.Writer) (*analyze.Report, error) {
-	var (
-		snap    *host.Snapshot
-		src     conntrack.Source
-		cleanup = func() {}
-	)
-	defer func() { cleanup() }()
-	opt := host.Options{Root: "/", NetNS: d.netns, Log: !d.noLog, AllNetNS: d.allNetNS}
-	switch {
-	case d.from != "":
-		var r io.Reader = os.Stdin
-		name := "stdin"
-		if d.from != "-" {
-			fh, err := os.Open(d.from)
-			if err != nil {
-				return nil, err
-			}
-			cleanup = func() { fh.Close() }
-			r, name = fh, d.from
-		}
-		snap = fileSnapshot(name)
-		src = conntrack.ReadAll(r)
-	case d.snapshot != "":
-		root, done, err := host.OpenSnapshot(d.snapshot)
-		if err != nil {
-			return nil, err
-		}
-		cleanup = done
-		snap, src, err = loadSnapshot(ctx, root, !d.noLog)
-		if err != nil {
-			return nil, err
-		}
+	in := doctor.Input{NetNS: d.netns, AllNetNS: d.allNetNS, Root: d.root, Snapshot: d.snapshot}
+	switch d.from {
+	case "":
+	case "-":
+		in.Listing, in.ListingName = os.Stdin, "stdin"
 	default:
-		if d.root != "" {
-			opt.Root = d.root
-		}
-		var err error
-		snap, err = host.Read(ctx, opt)
-		if errors.Is(err, host.ErrNoConntrack) {
-			return analyze.NoConntrack(opt.Root, d.netns, time.Now()), nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !d.noList {
-			src, err = host.Entries(opt, snap)
-			if err != nil {
-				snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", err))
-				src = nil
-			}
-		}
+		in.ListingFile = d.from
 	}
-	if src == nil && d.from == "" {
-		snap.Source = "none" // no entries were listed
-	}
-	first := time.Now()
-	var bd *analyze.Breakdown
-	if src != nil && !d.noList {
-		acc := analyze.NewAccumulator()
-		acc.TopN = d.top
-		acc.IdleAbove, acc.IdleAfter = analyze.IdleWindow(snap)
-		prog := newProgress(stderr, "reading entries")
-		err := src(func(f *conntrack.Flow) error {
-			acc.Add(f)
-			prog.tick()
-			return nil
-		})
-		prog.done()
-		b := acc.Breakdown()
-		bd = &b
-		if err != nil {
-			if b.Total == 0 && d.from != "" {
-				return nil, fmt.Errorf("%s: %w", d.from, err)
-			}
-			snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v — the breakdown covers the %d entries read before it", err, b.Total))
-		}
-	}
-	// The second counter sample: at least --interval after the first, overlapping the listing.
-	if snap.Stats != nil && d.interval > 0 && d.from == "" && d.snapshot == "" && d.root == "" {
-		if wait := d.interval - time.Since(first); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if s2, err := host.ReadStats(opt); err == nil {
-			snap.Stats2 = s2
-		} else {
-			snap.Warnings = append(snap.Warnings, fmt.Sprintf("second counter sample: %v", err))
-		}
-	}
-	return analyze.Analyze(snap, bd, reportTime(snap)), nil
-}
-
-func reportTime(s *host.Snapshot) time.Time {
-	if s.Source == "snapshot" && !s.TakenAt.IsZero() {
-		return s.TakenAt
-	}
-	return time.Now()
-}
-
-// fileSnapshot is the Snapshot of a bare listing: nothing but the entries is known.
-func fileSnapshot(name string) *host.Snapshot {
-	return &host.Snapshot{Source: "file", TakenAt: time.Now(), NetNS: host.NetNS{Name: name},
-		Settings: host.Settings{Count: -1, Max: -1, Buckets: -1, HashSize: -1},
-		TCP:      host.TCPSysctls{KeepaliveTime: -1, KeepaliveIntvl: -1, KeepaliveProbes: -1}}
+	prog := newProgress(stderr, "")
+	defer prog.done()
+	return doctor.Diagnose(ctx, in, doctor.Options{Interval: d.interval, NoLog: d.noLog, NoEntries: d.noList,
+		Top: d.top, Progress: prog.update})
 }

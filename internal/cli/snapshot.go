@@ -139,27 +139,3 @@ func commandInNetNS(ns host.NetNS, argv ...string) ([]byte, error) {
 	}
 	return exec.CommandContext(ctx, argv[0], argv[1:]...).Output()
 }
-
-// loadSnapshot reads an extracted snapshot like a host.
-func loadSnapshot(ctx context.Context, root string, log bool) (*host.Snapshot, conntrack.Source, error) {
-	meta, err := host.ReadSnapshotMeta(root)
-	if err != nil {
-		return nil, nil, err
-	}
-	opt := host.Options{Root: root}
-	snap, err := host.Read(ctx, opt)
-	if err != nil {
-		return nil, nil, err
-	}
-	host.ApplySnapshotMeta(snap, meta)
-	if !log {
-		snap.Log = host.LogSummary{}
-	}
-	src, err := host.Entries(opt, snap)
-	if err != nil {
-		snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", err))
-		src = nil
-	}
-	snap.Source = "snapshot"
-	return snap, src, nil
-}

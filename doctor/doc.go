@@ -1,0 +1,35 @@
+// Package doctor is ctdoctor's diagnosis pipeline as a library: it reads a
+// host (the live one, a namespace of it, a root directory such as a fixture
+// or a mounted image, a snapshot archive, a bare entry listing, or a host
+// already read by the caller such as a simulated table), streams its
+// entries once through an [analyze.Accumulator], takes the second counter
+// sample for rates, and returns the [analyze.Report]. The CLI, the planner,
+// an exporter and the simulator's --report all call [Diagnose] (or [Run]
+// when they also need what was read).
+//
+// # Error contract
+//
+// Diagnose returns an error only when there is nothing to diagnose:
+//
+//   - the Input is inconsistent (two sources at once, a namespace for a
+//     non-live source): the error wraps [ErrInput];
+//   - the source cannot be opened: a missing or unreadable listing file,
+//     a snapshot archive that is not one (or is unsafe to extract), a root
+//     that is not a directory, a namespace that does not exist;
+//   - a listing (file or reader) whose first line is not a conntrack entry:
+//     the error is the parser's *conntrack.LineError, wrapped with the
+//     listing's name;
+//   - the context is cancelled: the error wraps ctx.Err().
+//
+// Every error is wrapped with the context it arose in; errors.Is and
+// errors.As see through it. Everything else that cannot be read becomes a
+// Warnings line of the report, which is still returned: counters without
+// CAP_NET_ADMIN, the kernel log without CAP_SYSLOG, the entries when the
+// listing is not permitted or not available, a listing cut short (the
+// breakdown then covers the entries read before the cut). A host without
+// connection tracking at all is not an error either: its report is the
+// healthy verdict of [analyze.NoConntrack].
+//
+// Diagnose writes nothing to stdout or stderr; progress goes to the
+// optional Options.Progress callback.
+package doctor

@@ -1,0 +1,166 @@
+package doctor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/conntrack"
+	"github.com/ctdoctor/ctdoctor/doctor"
+	"github.com/ctdoctor/ctdoctor/sim"
+)
+
+const fixtures = "../host/testdata/hosts/"
+
+// The error contract of the package documentation, case by case.
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "foreign.txt")
+	if err := os.WriteFile(foreign, []byte("GET / HTTP/1.1\nHost: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		in   doctor.Input
+		is   error
+		as   any
+		want string
+	}{
+		{"two sources", nil, doctor.Input{Root: dir, Snapshot: "x.tar.gz"}, doctor.ErrInput, nil, "alternatives"},
+		{"netns with a root", nil, doctor.Input{Root: dir, NetNS: "x"}, doctor.ErrInput, nil, "live host only"},
+		{"all-netns with a listing", nil, doctor.Input{ListingFile: foreign, AllNetNS: true}, doctor.ErrInput, nil, "live host only"},
+		{"entries without a host", nil, doctor.Input{Entries: func(func(*conntrack.Flow) error) error { return nil }}, doctor.ErrInput, nil, "Entries needs Host"},
+		{"missing listing", nil, doctor.Input{ListingFile: filepath.Join(dir, "missing")}, fs.ErrNotExist, nil, "missing"},
+		{"foreign listing", nil, doctor.Input{ListingFile: foreign}, conntrack.ErrUnknownFormat, new(*conntrack.LineError), "line 1"},
+		{"missing snapshot", nil, doctor.Input{Snapshot: filepath.Join(dir, "missing.tar.gz")}, fs.ErrNotExist, nil, "missing.tar.gz"},
+		{"root is a file", nil, doctor.Input{Root: foreign}, nil, nil, "not a directory"},
+		{"cancelled", cancelled, doctor.Input{Root: fixtures + "k8s-node"}, context.Canceled, nil, "canceled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := doctor.Diagnose(tc.ctx, tc.in, doctor.Options{})
+			if err == nil {
+				t.Fatalf("no error; report %+v", rep.Verdict)
+			}
+			if rep != nil {
+				t.Errorf("a report with the error")
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error %q is not %v", err, tc.is)
+			}
+			if tc.as != nil && !errors.As(err, tc.as) {
+				t.Errorf("error %q is not a %T", err, tc.as)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q lacks %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// What is not an error: a host without conntrack, and parts that cannot
+// be read, which become warnings.
+func TestNotErrors(t *testing.T) {
+	empty := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(empty, "proc/sys/kernel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := doctor.Diagnose(context.Background(), doctor.Input{Root: empty}, doctor.Options{})
+	if err != nil || rep.Verdict.Level != analyze.Healthy || !strings.Contains(rep.Verdict.Reason, "not active") {
+		t.Errorf("no conntrack: %v %+v", err, rep)
+	}
+	// A listing cut short: the entries before the cut, and a warning naming the line.
+	data, err := os.ReadFile("../conntrack/testdata/kernel-proc.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = doctor.Diagnose(context.Background(),
+		doctor.Input{Listing: strings.NewReader(string(data[:len(data)-40]))}, doctor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Breakdown.Total != 6 || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "line 7") {
+		t.Errorf("truncated: %d entries, warnings %q", rep.Breakdown.Total, rep.Warnings)
+	}
+	if rep.Host.NetNS != "stdin" {
+		t.Errorf("a reader is named stdin by default, got %q", rep.Host.NetNS)
+	}
+}
+
+// Options: NoEntries skips the listing, Top bounds the top tables, and
+// Progress sees the listing start, advance and end with the right count.
+func TestOptions(t *testing.T) {
+	ctx := context.Background()
+	in := doctor.Input{Root: fixtures + "k8s-node"}
+	rep, err := doctor.Diagnose(ctx, in, doctor.Options{NoEntries: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Table.Listed != 0 || rep.Breakdown.Total != 0 || rep.Table.Count != 3072 || rep.Host.Source != "none" {
+		t.Errorf("NoEntries: listed %d, count %d, source %q", rep.Table.Listed, rep.Table.Count, rep.Host.Source)
+	}
+	var calls []doctor.Progress
+	rep, err = doctor.Diagnose(ctx, in, doctor.Options{Top: 2, Progress: func(p doctor.Progress) { calls = append(calls, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Breakdown.TopSources) != 2 || len(rep.Breakdown.TopServices) > 2 {
+		t.Errorf("Top 2: %d sources, %d services", len(rep.Breakdown.TopSources), len(rep.Breakdown.TopServices))
+	}
+	// 3072 entries: a start, 3 calls at 1024, 2048 and 3072, and the end.
+	want := []doctor.Progress{{Stage: doctor.StageEntries}, {Stage: doctor.StageEntries, Entries: 1024},
+		{Stage: doctor.StageEntries, Entries: 2048}, {Stage: doctor.StageEntries, Entries: 3072},
+		{Stage: doctor.StageEntries, Entries: 3072, Done: true}}
+	if len(calls) != len(want) {
+		t.Fatalf("progress calls %+v, want %+v", calls, want)
+	}
+	for i := range want {
+		if calls[i] != want[i] {
+			t.Errorf("progress call %d: %+v, want %+v", i, calls[i], want[i])
+		}
+	}
+}
+
+// The simulator's --report is the same diagnosis: a simulated table handed
+// over as Input.Host and Input.Entries gives the report sim.Report gives.
+func TestSimulatedHost(t *testing.T) {
+	sc, err := sim.BuiltinScenario("nginx-local-upstream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Duration = 2 * time.Minute
+	s, err := sim.New(sc, sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	want, err := s.Report(base, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := doctor.Diagnose(context.Background(),
+		doctor.Input{Host: s.Snapshot(base), Entries: s.Tracker().Flows}, doctor.Options{Top: 10, Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Breakdown.Total == 0 || got.Breakdown.Total != got.Table.Count {
+		t.Errorf("listed %d of %d simulated entries", got.Breakdown.Total, got.Table.Count)
+	}
+	jw, _ := json.Marshal(want)
+	jg, _ := json.Marshal(got)
+	if string(jw) != string(jg) {
+		t.Errorf("reports differ:\n sim    %s\n doctor %s", jw, jg)
+	}
+}
