@@ -108,6 +108,9 @@ type Finding struct {
 	Evidence    map[string]any `json:"evidence"`
 	Explanation string         `json:"explanation"`
 	Fixes       []string       `json:"fixes"`
+	// Changes are the fixes as data (additive to v1): what the planner
+	// turns into steps.
+	Changes []Change `json:"changes,omitempty"`
 }
 
 // reportedStats are the counters the report carries, in its field order.
