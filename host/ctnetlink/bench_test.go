@@ -16,8 +16,9 @@ import (
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
 
-// The benchmarks share one namespace holding `genflows.py 250000`, created
-// on first use and deleted by TestMain.
+// The benchmarks share one namespace holding 250000 entries of the
+// synthetic table (internal/flowgen), created on first use and deleted by
+// TestMain.
 const benchFlows = 250000
 
 var bench struct {
@@ -46,11 +47,7 @@ func benchNS(b testing.TB) string {
 			bench.skip = "skipped: needs root to create a network namespace"
 			return
 		}
-		if _, err := os.Stat(genflowsPath); err != nil {
-			bench.skip = "skipped: " + genflowsPath + " not found"
-			return
-		}
-		for _, c := range []string{"ip", "conntrack", "python3"} {
+		for _, c := range []string{"ip", "conntrack"} {
 			if _, err := exec.LookPath(c); err != nil {
 				bench.skip = "skipped: " + c + " is not installed"
 				return
