@@ -400,13 +400,15 @@ func ctCountKey(f *conntrack.Flow) string {
 	return s
 }
 
-// ctTupleKey names an entry by its original tuple.
+// ctTupleKey names an entry by its original and reply tuples.
 func ctTupleKey(f *conntrack.Flow) string {
-	o := &f.Orig
-	if f.Proto.IsICMP() {
-		return fmt.Sprintf("%s %s>%s type=%d code=%d id=%d", f.Proto, o.Src, o.Dst, o.ICMPType, o.ICMPCode, o.ICMPID)
+	tup := func(o *conntrack.Tuple) string {
+		if f.Proto.IsICMP() {
+			return fmt.Sprintf("%s>%s type=%d code=%d id=%d", o.Src, o.Dst, o.ICMPType, o.ICMPCode, o.ICMPID)
+		}
+		return fmt.Sprintf("%s:%d>%s:%d", o.Src, o.SrcPort, o.Dst, o.DstPort)
 	}
-	return fmt.Sprintf("%s %s:%d>%s:%d", f.Proto, o.Src, o.SrcPort, o.Dst, o.DstPort)
+	return fmt.Sprintf("%s %s | %s", f.Proto, tup(&f.Orig), tup(&f.Reply))
 }
 
 // ctTable is a conntrack table reduced to what the test compares.
@@ -457,7 +459,10 @@ func ctDiff(kernel, eng ctTable) string {
 // replayCapture replays a capture into a fresh tracker and returns its table.
 func replayCapture(t *testing.T, r io.Reader, opt ReplayOptions, cfg engine.Config) (ctTable, ReplayStats, *engine.Tracker, error) {
 	t.Helper()
-	vc := &engine.VirtualClock{}
+	vc, ok := cfg.Clock.(*engine.VirtualClock)
+	if !ok {
+		vc = &engine.VirtualClock{}
+	}
 	cfg.Clock, cfg.Seed = vc, 1
 	tr, err := engine.New(cfg)
 	if err != nil {
@@ -475,12 +480,54 @@ func replayCapture(t *testing.T, r io.Reader, opt ReplayOptions, cfg engine.Conf
 }
 
 // compareWithKernel fails the test unless the engine's table has the
-// kernel's counts, and explains the difference entry by entry.
+// kernel's entries (both tuples, protocol, state and flags), and explains
+// the difference entry by entry.
 func compareWithKernel(t *testing.T, what string, kernel, eng ctTable, st ReplayStats) {
 	t.Helper()
-	if !maps.Equal(kernel.counts, eng.counts) {
+	if !maps.Equal(kernel.counts, eng.counts) || !maps.Equal(kernel.tuples, eng.tuples) {
 		t.Errorf("%s: the engine's table differs from the kernel's.\nkernel:\n%v\nengine:\n%v\nentries:\n%s\nreplay: %+v",
 			what, kernel, eng, ctDiff(kernel, eng), st)
+	}
+}
+
+// liveEntry is what the live comparison checks of an entry.
+type liveEntry struct {
+	key     string // ctCountKey: family, protocol, state, flags
+	timeout int64
+}
+
+func liveEntries(src conntrack.Source) (map[string]liveEntry, error) {
+	m := map[string]liveEntry{}
+	err := src(func(f *conntrack.Flow) error {
+		m[ctTupleKey(f)] = liveEntry{ctCountKey(f), int64(f.Timeout)}
+		return nil
+	})
+	return m, err
+}
+
+// compareLive fails the test unless the engine holds the kernel's entries
+// (both tuples), each with its state and flags and the seconds left
+// within 1 s, read at the same moment of the capture's timeline.
+func compareLive(t *testing.T, what string, kernel, eng map[string]liveEntry) {
+	t.Helper()
+	var d []string
+	for tup, k := range kernel {
+		e, ok := eng[tup]
+		switch {
+		case !ok:
+			d = append(d, fmt.Sprintf("  %s: kernel %s %ds left, engine has no entry", tup, k.key, k.timeout))
+		case e.key != k.key || e.timeout-k.timeout > 1 || k.timeout-e.timeout > 1:
+			d = append(d, fmt.Sprintf("  %s: kernel %s %ds left, engine %s %ds left", tup, k.key, k.timeout, e.key, e.timeout))
+		}
+	}
+	for tup, e := range eng {
+		if _, ok := kernel[tup]; !ok {
+			d = append(d, fmt.Sprintf("  %s: kernel has no entry, engine %s %ds left", tup, e.key, e.timeout))
+		}
+	}
+	if len(d) > 0 {
+		slices.Sort(d)
+		t.Errorf("%s: the engine's table differs from the kernel's (±1 s on the timeouts):\n%s", what, strings.Join(d, "\n"))
 	}
 }
 
@@ -507,9 +554,22 @@ func TestReplayLiveCapture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The listing's moment on the capture's timeline (the captured
+	// frames carry the kernel's wall-clock stamps) is where the engine's
+	// clock goes before its table is compared, timeouts included.
+	listStart := time.Now()
 	listing, err := ns.Output("conntrack", "-L")
 	if err != nil {
 		t.Fatalf("conntrack -L: %v", err)
+	}
+	listEnd := time.Now()
+	if len(frames) == 0 {
+		t.Fatal("nothing captured")
+	}
+	listedAt := listStart.Add(listEnd.Sub(listStart) / 2).Sub(frames[0].ts)
+	kernelLive, err := liveEntries(conntrack.ReadAll(strings.NewReader(listing)))
+	if err != nil {
+		t.Fatalf("parsing conntrack -L: %v\n%s", err, listing)
 	}
 	kernel, err := ctTableOf(conntrack.ReadAll(strings.NewReader(listing)))
 	if err != nil {
@@ -534,7 +594,8 @@ func TestReplayLiveCapture(t *testing.T) {
 		name string
 		b    []byte
 	}{{"pcap", full.Bytes()}, {"pcap, snap length 128", snapped.Bytes()}, {"pcapng, snap length 128", ng.Bytes()}} {
-		eng, st, _, err := replayCapture(t, bytes.NewReader(c.b), ReplayOptions{Hook: engine.Output}, engine.Config{})
+		vc := &engine.VirtualClock{}
+		eng, st, tr, err := replayCapture(t, bytes.NewReader(c.b), ReplayOptions{Hook: engine.Output}, engine.Config{Clock: vc})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -542,7 +603,16 @@ func TestReplayLiveCapture(t *testing.T) {
 			t.Errorf("%s: %+v, want all %d frames decoded", c.name, st, len(frames))
 		}
 		compareWithKernel(t, c.name, kernel, eng, st)
-		t.Logf("%s: %d packets, verdicts %v, %v", c.name, st.Packets, st.Verdicts, st.Duration)
+		if listedAt < st.Duration {
+			t.Fatalf("%s: the listing (%v into the capture) is before the last packet (%v)", c.name, listedAt, st.Duration)
+		}
+		vc.Set(listedAt)
+		engLive, err := liveEntries(tr.Flows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareLive(t, c.name, kernelLive, engLive)
+		t.Logf("%s: %d packets, verdicts %v, %v; tables compared %v after the first packet", c.name, st.Packets, st.Verdicts, st.Duration, listedAt)
 	}
 
 	if os.Getenv("CTDOCTOR_REGEN_PCAP") != "" {
