@@ -42,20 +42,54 @@ func sortFindings(f []Finding) {
 	slices.SortStableFunc(f, func(a, b Finding) int { return cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)) })
 }
 
+// verdict is the report's one-line answer: the most severe warning or
+// critical finding, else healthy. Table-full events that the kernel log
+// attributes to other network namespaces do not change the level (this
+// namespace's table is the one diagnosed) but are named in the reason:
+// a healthy verdict must not hide that a neighbour is dropping packets.
 func verdict(r *Report) Verdict {
+	v := Verdict{Level: Healthy}
 	for _, f := range r.Findings {
-		switch f.Severity {
-		case Critical, Warning:
-			return Verdict{Level: f.Severity, Reason: f.Summary}
+		if f.Severity == Critical || f.Severity == Warning {
+			v = Verdict{Level: f.Severity, Reason: f.Summary}
+			break
 		}
 	}
-	reason := "the conntrack table has room and no packets are being dropped"
-	if r.Table.Max <= 0 {
-		reason = fmt.Sprintf("no problem found in the %d entries listed (table size and counters unknown)", r.Breakdown.Total)
-	} else if r.Table.Count >= 0 {
-		reason = fmt.Sprintf("table %s full (%d of %d), no drops", pct(r.Table.Usage), r.Table.Count, r.Table.Max)
+	if v.Reason == "" {
+		v.Reason = "the conntrack table has room and no packets are being dropped"
+		if r.Table.Max <= 0 {
+			v.Reason = fmt.Sprintf("no problem found in the %d entries listed (table size and counters unknown)", r.Breakdown.Total)
+		} else if r.Table.Count >= 0 {
+			v.Reason = fmt.Sprintf("table %s full (%d of %d), no drops", pct(r.Table.Usage), r.Table.Count, r.Table.Max)
+		}
 	}
-	return Verdict{Level: Healthy, Reason: reason}
+	if n := r.Log.OtherNetNSEvents; n > 0 {
+		events := plural(n, "\"table full\" event", "\"table full\" events")
+		switch {
+		case r.Host.NetNSInode == 0:
+			v.Reason += fmt.Sprintf("; the kernel log holds %s naming a network namespace, and this one's number is unknown — run with --all-netns", events)
+		case len(r.Namespaces) > 0:
+			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces (listed below)", events)
+		default:
+			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces — run with --all-netns", events)
+		}
+	}
+	return v
+}
+
+// otherNetNSLogEvents counts the kernel log's table-full events that name
+// a network namespace and are not this one's: those of other namespaces
+// and of an earlier namespace with this one's number.
+func (c *ruleContext) otherNetNSLogEvents() int {
+	mine, unattributed, _ := c.nsLogEvents()
+	return max(c.snap.Log.TableFullEvents-mine-unattributed, 0)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func pct(x float64) string {

@@ -98,6 +98,11 @@ type LogInfo struct {
 	Last            string            `json:"last,omitempty"`
 	NetNS           []host.NetNSCount `json:"netns"`
 	Lines           []string          `json:"lines,omitempty"`
+	// OtherNetNSEvents are the table-full events that name a network
+	// namespace other than the one diagnosed (or an earlier namespace
+	// that had its number); all events naming one when the diagnosed
+	// namespace's number is unknown.
+	OtherNetNSEvents int `json:"other_netns_events"`
 }
 
 // Finding is one diagnosed problem or notable fact.
@@ -239,6 +244,7 @@ func Analyze(s *host.Snapshot, b *Breakdown, now time.Time) *Report {
 		r.Log.Lines = append(r.Log.Lines, l.Text)
 	}
 	ctx := &ruleContext{snap: s, r: r, kv: kv, perEntry: per, now: now}
+	r.Log.OtherNetNSEvents = ctx.otherNetNSLogEvents()
 	for _, rule := range rules {
 		if f := rule(ctx); f != nil {
 			if f.Evidence == nil {
