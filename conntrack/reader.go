@@ -60,6 +60,9 @@ type ReadStats struct {
 	// hold any bytes: print it with %q), and SampleError why it was skipped.
 	Sample      string `json:"sample,omitempty"`
 	SampleError string `json:"sample_error,omitempty"`
+	// First is the first skipped line's error ("line 7: truncated entry
+	// …: \"…\""), nil when none was skipped.
+	First *LineError `json:"-"`
 	// Summaries counts conntrack-tools' "conntrack v1.4.7
 	// (conntrack-tools): N flow entries have been shown." lines, which
 	// `conntrack -L 2>&1` mixes into the listing; Shown is the sum of
@@ -129,7 +132,6 @@ type Reader struct {
 	pending []byte // a line read ahead, to be handled next
 	pendNo  int
 	hasPend bool
-	first   *LineError // the first skipped line
 }
 
 // NewReader returns a Reader over r.
@@ -328,8 +330,8 @@ func (r *Reader) skip(no int, line []byte, err error) error {
 	if len(r.st.SkippedLines) < MaxSkippedLines {
 		r.st.SkippedLines = append(r.st.SkippedLines, no)
 	}
-	if r.first == nil {
-		r.first = le
+	if r.st.First == nil {
+		r.st.First = le
 		r.st.Sample, r.st.SampleError = le.Text, err.Error()
 	}
 	return le
@@ -393,7 +395,7 @@ func ReadAllStats(r io.Reader, st *ReadStats) Source {
 			case err == io.EOF:
 				if rd.st.Entries == 0 && rd.st.Skipped > 0 {
 					return fmt.Errorf("%w: %d %s read, %d skipped; first %w", ErrNoEntries,
-						rd.st.Lines, plural(rd.st.Lines, "line", "lines"), rd.st.Skipped, rd.first)
+						rd.st.Lines, plural(rd.st.Lines, "line", "lines"), rd.st.Skipped, rd.st.First)
 				}
 				return nil
 			case errors.As(err, &le):

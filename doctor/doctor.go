@@ -172,7 +172,17 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 			r, listing = fh, in.ListingFile
 		}
 		snap = ListingSnapshot(listing)
-		src = conntrack.ReadAll(r)
+		// The reader skips lines that are no entry and goes on; say so.
+		var st conntrack.ReadStats
+		read := conntrack.ReadAllStats(r, &st)
+		src = func(fn func(*conntrack.Flow) error) error {
+			err := read(fn)
+			if err == nil && st.Skipped > 0 {
+				snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %d of %d lines skipped, not conntrack entries; first %v",
+					st.Skipped, st.Lines, st.First))
+			}
+			return err
+		}
 	case "Snapshot":
 		root, done, err := host.OpenSnapshot(in.Snapshot)
 		if err != nil {
