@@ -31,6 +31,31 @@ type Options struct {
 	AllNetNS bool
 }
 
+// ErrNotHostRoot is returned for a root directory that holds no host's
+// files: every Linux host, and every ctdoctor snapshot, has
+// proc/sys/kernel/osrelease.
+var ErrNotHostRoot = errors.New("not a host root: expected a copy of a host's /proc (and /sys), such as an extracted ctdoctor snapshot or a test fixture, with at least proc/sys/kernel/osrelease")
+
+// checkHostRoot refuses a root without proc/sys/kernel/osrelease, saying
+// what is missing: a directory that is no host root would otherwise read
+// as a host with nothing in it ("kernel -, 0 CPUs", healthy).
+func checkHostRoot(root string) error {
+	const rel = "proc/sys/kernel/osrelease"
+	st, err := os.Stat(filepath.Join(root, rel))
+	switch {
+	case err == nil && st.Mode().IsRegular():
+		return nil
+	case err == nil:
+		return fmt.Errorf("root %s: %s is not a file: %w", root, rel, ErrNotHostRoot)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("root %s: %w", root, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "proc")); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("root %s: no proc directory: %w", root, ErrNotHostRoot)
+	}
+	return fmt.Errorf("root %s: no %s: %w", root, rel, ErrNotHostRoot)
+}
+
 // live reports whether the options name the live host.
 func (o Options) live() bool { return o.Root == "" || o.Root == "/" }
 
@@ -60,6 +85,9 @@ func newReader(opt Options, snap *Snapshot) (*reader, error) {
 			return nil, fmt.Errorf("root %s: %w", r.root, err)
 		} else if !st.IsDir() {
 			return nil, fmt.Errorf("root %s: not a directory", r.root)
+		}
+		if err := checkHostRoot(r.root); err != nil {
+			return nil, err
 		}
 		return r, nil
 	}
@@ -112,8 +140,9 @@ func (r *reader) inNS(fn func() error) error {
 // statistics (twice with Interval), and with the options the kernel log,
 // every namespace's count and kube-proxy's traces. What cannot be read
 // becomes a Warning. The error is [ErrNoConntrack] (wrapped, with the
-// partial Snapshot) when the host has no connection tracking at all, and
-// otherwise only for an unusable root or namespace.
+// partial Snapshot) when the host has no connection tracking at all,
+// [ErrNotHostRoot] (wrapped) for a root that is no host's, and otherwise
+// only for an unusable root or namespace.
 func Read(ctx context.Context, opt Options) (*Snapshot, error) {
 	snap := &Snapshot{
 		TakenAt:  time.Now(),
