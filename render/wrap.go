@@ -1,0 +1,182 @@
+package render
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// lay fills lines with tokens joined by sep: the first line has room for
+// w1 visible columns, the others for w2. A token wider than its line gets
+// a line of its own (callers split words that may be broken beforehand).
+func lay(tokens []string, sep string, w1, w2 int) []string {
+	var lines []string
+	var cur strings.Builder
+	n, curW, room, sepW := 0, 0, w1, VisibleWidth(sep)
+	for _, tok := range tokens {
+		tw := VisibleWidth(tok)
+		if n > 0 && curW+sepW+tw > room {
+			lines = append(lines, cur.String())
+			cur.Reset()
+			n, curW, room = 0, 0, w2
+		}
+		if n > 0 {
+			cur.WriteString(sep)
+			curW += sepW
+		}
+		cur.WriteString(tok)
+		curW += tw
+		n++
+	}
+	if n > 0 {
+		lines = append(lines, cur.String())
+	}
+	return lines
+}
+
+// words splits prose at blanks, and words wider than n columns into
+// pieces of n columns (a long path or address in prose or evidence is
+// better broken than running off the screen). s must hold no escapes.
+//
+// A phrase in single quotes ('options nf_conntrack hashsize=65536', a
+// line to copy) is kept on one line when it fits in maxPhrase columns.
+func words(s string, n int) []string {
+	n = max(n, 1)
+	var out []string
+	for _, w := range phrases(strings.Fields(s), min(n, maxPhrase)) {
+		for VisibleWidth(w) > n {
+			cut, cw := 0, 0
+			for i, r := range w {
+				rw := runeWidth(r)
+				if cw+rw > n && i > 0 {
+					break
+				}
+				cut, cw = i+utf8.RuneLen(r), cw+rw
+			}
+			out = append(out, w[:cut])
+			w = w[cut:]
+		}
+		if w != "" {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// maxPhrase is the widest quoted phrase words keeps on one line.
+const maxPhrase = 48
+
+// phrases joins the fields of a phrase in single quotes into one, when the
+// phrase is at most n columns wide: a quote opens at the start of a field
+// and closes at the end of one (before trailing punctuation), so the
+// apostrophe in "kernel's" opens nothing.
+func phrases(fields []string, n int) []string {
+	var out []string
+	for i := 0; i < len(fields); i++ {
+		f := fields[i]
+		if len(f) < 2 || f[0] != '\'' || closesQuote(f[1:]) {
+			out = append(out, f)
+			continue
+		}
+		j, w := i, VisibleWidth(f)
+		for j+1 < len(fields) && w <= n {
+			j++
+			w += 1 + VisibleWidth(fields[j])
+			if closesQuote(fields[j]) {
+				break
+			}
+		}
+		if j == i || w > n || !closesQuote(fields[j]) {
+			out = append(out, f)
+			continue
+		}
+		out = append(out, strings.Join(fields[i:j+1], " "))
+		i = j
+	}
+	return out
+}
+
+// closesQuote reports whether a field ends a single-quoted phrase: it ends
+// in a quote, perhaps followed by punctuation.
+func closesQuote(f string) bool {
+	f = strings.TrimRight(f, ".,;:)!?")
+	return strings.HasSuffix(f, "'")
+}
+
+// shellCommand splits one line of POSIX shell into its words, each kept
+// exactly as written (quotes and backslashes included), and the comment
+// that ends the line (from an unquoted '#' that starts a word, without
+// the '#'). ok is false when the line has an unterminated quote or a
+// trailing backslash: such a line is printed unbroken.
+func shellCommand(line string) (argv []string, comment string, ok bool) {
+	var (
+		quote byte // 0, '\'' or '"'
+		start = -1 // where the current word began
+	)
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote == '\'':
+			if c == '\'' {
+				quote = 0
+			}
+			continue
+		case quote == '"':
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				quote = 0
+			}
+			continue
+		}
+		switch c {
+		case ' ', '\t':
+			if start >= 0 {
+				argv = append(argv, line[start:i])
+				start = -1
+			}
+			continue
+		case '#':
+			if start < 0 {
+				return argv, strings.TrimSpace(line[i+1:]), true
+			}
+		}
+		if start < 0 {
+			start = i
+		}
+		switch c {
+		case '\\':
+			i++
+			if i >= len(line) {
+				return nil, "", false
+			}
+		case '\'', '"':
+			quote = c
+		}
+	}
+	if quote != 0 {
+		return nil, "", false
+	}
+	if start >= 0 {
+		argv = append(argv, line[start:])
+	}
+	return argv, "", true
+}
+
+// isCommandName reports whether w can name a program or shell builtin:
+// a fix whose first word is something else ("conntrack:", a YAML key) is
+// not shell and is never broken with backslashes.
+func isCommandName(w string) bool {
+	if w == "" {
+		return false
+	}
+	for _, r := range w {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("_./+-", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
