@@ -116,10 +116,21 @@ func allNetNSUsage(globalMax int64, warn func(string, ...any)) []NetNSUsage {
 		warn("--all-netns: %v", err)
 	}
 	r := &reader{root: "/", live: true, warn: func(string, ...any) {}}
+	// The caller's own namespace is read without setns (which needs
+	// CAP_SYS_ADMIN), and named init when it is: without root, /proc/1's
+	// link is unreadable and ListNetNS names it after the caller's PID.
+	self, selfErr := ResolveNetNS("")
 	out := make([]NetNSUsage, 0, len(list))
 	for _, ns := range list {
+		path := ns.Path
+		if selfErr == nil && self.Inode != 0 && ns.Inode == self.Inode {
+			path = ""
+			if self.Init && !ns.Init {
+				ns.Init, ns.Name = true, "init"
+			}
+		}
 		u := NetNSUsage{NetNS: ns, Count: -1, Max: globalMax}
-		err := inNetNS(ns.Path, func() error {
+		err := inNetNS(path, func() error {
 			for _, rel := range []string{nfDir + "/nf_conntrack_count", legacyDir + "/ip_conntrack_count"} {
 				v, err := r.readInt(rel)
 				if err == nil {

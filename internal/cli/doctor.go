@@ -28,6 +28,8 @@ type doctorOptions struct {
 	top      int
 	color    string
 	verbose  bool
+
+	intervalSet bool // --interval was given
 }
 
 func (d *doctorOptions) bind(c *cobra.Command) {
@@ -46,40 +48,60 @@ func (d *doctorOptions) bind(c *cobra.Command) {
 	f.BoolVarP(&d.verbose, "verbose", "v", false, "explain every finding, including informational ones")
 }
 
+// validate checks the flags together; every error it returns is a usage
+// error (exit status 2).
 func (d *doctorOptions) validate() error {
-	n := 0
-	for _, s := range []string{d.from, d.snapshot, d.root} {
-		if s != "" {
-			n++
+	var given []string
+	for _, x := range []struct{ flag, v string }{{"--from", d.from}, {"--snapshot", d.snapshot}, {"--root", d.root}} {
+		if x.v != "" {
+			given = append(given, x.flag)
 		}
 	}
-	if n > 1 {
+	if len(given) > 1 {
 		return errors.New("--from, --snapshot and --root are alternatives: give one")
 	}
-	if d.netns != "" && (d.snapshot != "" || d.root != "" || d.from != "") {
-		return errors.New("--netns applies to the live host only")
+	if len(given) == 1 {
+		switch {
+		case d.netns != "" && d.allNetNS:
+			return fmt.Errorf("--netns and --all-netns apply to the live host only, not to %s", given[0])
+		case d.netns != "":
+			return fmt.Errorf("--netns applies to the live host only, not to %s", given[0])
+		case d.allNetNS:
+			return fmt.Errorf("--all-netns applies to the live host only, not to %s", given[0])
+		case d.intervalSet && d.interval > 0:
+			return fmt.Errorf("--interval applies to the live host only: %s has one counter sample, so no rates", given[0])
+		}
+	}
+	if d.from != "" && d.noList {
+		return errors.New("--no-entries with --from leaves nothing to analyse: a listing holds only entries")
 	}
 	if d.output != "text" && d.output != "json" {
 		return fmt.Errorf("-o must be text or json, not %q", d.output)
 	}
 	if d.interval < 0 {
-		return errors.New("--interval must not be negative")
+		return fmt.Errorf("--interval must not be negative, not %s", d.interval)
+	}
+	if d.top < 1 {
+		return fmt.Errorf("--top must be at least 1, not %d", d.top)
 	}
 	return nil
 }
 
 func runDoctor(ctx context.Context, d *doctorOptions, stdout, stderr io.Writer) error {
 	if err := d.validate(); err != nil {
-		return &exitError{code: 2, err: err}
+		return &exitError{code: 2, err: err, help: "ctdoctor"}
 	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	color, err := useColor(d.color, stdout)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return &exitError{code: 2, err: err, help: "ctdoctor"}
 	}
 	rep, err := diagnose(ctx, d, stderr)
+	if errors.Is(err, doctor.ErrInput) {
+		return &exitError{code: 2, err: err, help: "ctdoctor"}
+	}
 	if err != nil {
 		return err
 	}

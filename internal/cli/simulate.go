@@ -101,9 +101,10 @@ scenario.`,
   ctdoctor simulate syn-flood -o csv > flood.csv             # the timeline for a spreadsheet
   ctdoctor simulate dns-udp -o json | jq .summary
   ctdoctor simulate --pcap lo.pcap --pcap-hook output --report`,
-		Args:          cobra.MaximumNArgs(1),
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeScenario,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.seedSet = cmd.Flags().Changed("seed")
 			return runSimulate(cmd.Context(), o, args, stdout, stderr)
@@ -126,6 +127,9 @@ scenario.`,
 	f.StringVar(&o.color, "color", "auto", "colour: auto (on a terminal, unless NO_COLOR is set), always or never")
 	f.IntVar(&o.top, "top", 10, "rows in the report's top tables (with --report)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "explain every finding (with --report)")
+	_ = c.RegisterFlagCompletionFunc("pcap-hook", cobra.FixedCompletions([]string{"prerouting", "output"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "csv"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("color", completeColor)
 	return c
 }
 

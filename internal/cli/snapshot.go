@@ -22,6 +22,7 @@ type snapshotOptions struct {
 	anonymize bool
 	noLog     bool
 	noRules   bool
+	partial   bool
 }
 
 func newSnapshotCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -37,7 +38,12 @@ on any machine and without root. Attach it to a ticket.
 --anonymize replaces every IP address (entries, log lines, ruleset) with a
 consistent stand-in and the hostname with a hash: the same address always
 maps to the same stand-in, loopback stays loopback and private stays
-private, so every breakdown and finding comes out the same.`,
+private, so every breakdown and finding comes out the same.
+
+A snapshot without the table's entries is of little use, so when they
+cannot be listed (listing needs root: CAP_NET_ADMIN for the netlink dump)
+snapshot writes nothing and exits 1; --allow-partial writes it anyway,
+marked as partial.`,
 		Example: `  ctdoctor snapshot -o web1.tar.gz
   ctdoctor snapshot --netns web1 --anonymize -o web1-anon.tar.gz
   ctdoctor --snapshot web1.tar.gz`,
@@ -52,7 +58,9 @@ private, so every breakdown and finding comes out the same.`,
 	f.BoolVar(&o.anonymize, "anonymize", false, "replace addresses and the hostname with consistent stand-ins")
 	f.BoolVar(&o.noLog, "no-log", false, "do not read the kernel log")
 	f.BoolVar(&o.noRules, "no-ruleset", false, "do not capture the nftables / iptables ruleset")
-	_ = c.MarkFlagRequired("output")
+	f.BoolVar(&o.partial, "allow-partial", false, "write the snapshot even when the entries cannot be listed (settings, counters and log only)")
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"tar.gz", "tgz"}, cobra.ShellCompDirectiveFilterFileExt))
+	_ = c.RegisterFlagCompletionFunc("netns", completeNetNS)
 	return c
 }
 
@@ -61,16 +69,24 @@ func runSnapshot(ctx context.Context, o *snapshotOptions, stdout, stderr io.Writ
 		ctx = context.Background()
 	}
 	if o.output == "" {
-		return &exitError{code: 2, err: errors.New("-o FILE.tar.gz is required")}
+		return &exitError{code: 2, err: errors.New("-o FILE.tar.gz is required: the archive to write (- for stdout)"), help: "ctdoctor snapshot"}
+	}
+	if o.output == "-" && isTerminal(stdout) {
+		return &exitError{code: 2, err: errors.New("-o -: stdout is a terminal; redirect it to a file (ctdoctor snapshot -o - > FILE.tar.gz)"), help: "ctdoctor snapshot"}
 	}
 	opt := host.Options{Root: "/", NetNS: o.netns, Log: !o.noLog}
 	snap, err := host.Read(ctx, opt)
 	if err != nil {
 		return err
 	}
-	src, err := host.Entries(opt, snap)
-	if err != nil {
-		snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", err))
+	src, listErr := host.Entries(opt, snap)
+	if listErr != nil {
+		if !o.partial {
+			return fmt.Errorf("cannot list the table's entries, so no snapshot was written (it would hold none of the %s entries): %w\n"+
+				"Run as root (listing needs CAP_NET_ADMIN in the namespace), or pass --allow-partial to write the settings, counters and log without the entries",
+				countOrUnknown(snap.Settings.Count), listErr)
+		}
+		snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", listErr))
 		src = nil
 	}
 	so := host.SaveOptions{Version: Version, Extra: map[string][]byte{}}
@@ -120,10 +136,22 @@ func runSnapshot(ctx context.Context, o *snapshotOptions, stdout, stderr io.Writ
 		}
 		fmt.Fprintf(stderr, "wrote %s: %d entries, netns %s%s\n", o.output, n, snap.NetNS.Name, map[bool]string{true: ", anonymized"}[o.anonymize])
 	}
+	if src == nil {
+		fmt.Fprintf(stderr, "PARTIAL SNAPSHOT: the table's entries could not be listed; it holds settings, counters and log only (%s entries in the table)\n",
+			countOrUnknown(snap.Settings.Count))
+	}
 	for _, wn := range snap.Warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", wn)
 	}
 	return nil
+}
+
+// countOrUnknown prints a count, "?" when unknown (negative).
+func countOrUnknown(n int64) string {
+	if n < 0 {
+		return "?"
+	}
+	return fmt.Sprint(n)
 }
 
 // commandInNetNS runs a command inside the namespace (via `ip netns exec`
