@@ -288,13 +288,40 @@ func (s *Simulator) send(c *conn, w *wstate, fromClient bool, flags engine.TCPFl
 	}
 	v := s.tr.Process(p)
 	s.packets++
+	if v.Created {
+		// The count only grows on an insert: its peak and the moment it
+		// reaches the max are exact, not as sampled.
+		if n := s.tr.Count(); n > s.peak {
+			s.peak, s.peakAt = n, c.at
+			if n >= s.max && s.fullAt < 0 {
+				s.fullAt = c.at
+			}
+		}
+	}
 	if v.Drop {
 		c.flags |= fDropped
-		s.simDrops++
 		if s.firstDrop < 0 {
 			s.firstDrop = c.at
+		}
+		switch v.Reason {
+		case reasonChain:
+			s.chainDrops++
+			if s.firstChain < 0 {
+				s.firstChain = c.at
+			}
+		default: // reasonFull, the only other cause the tracker drops for
+			s.fullDrops++
+			if s.firstFullDrop < 0 {
+				s.firstFullDrop = c.at
+			}
 		}
 		return true
 	}
 	return false
 }
+
+// The tracker's reasons for dropping a packet ([engine.Verdict.Reason]).
+const (
+	reasonFull  = "table full"
+	reasonChain = "chain too long"
+)

@@ -15,6 +15,7 @@ import (
 type nullTracker struct{ n int }
 
 func (t *nullTracker) Process(*engine.Packet) engine.Verdict { t.n++; return engine.Verdict{} }
+func (t *nullTracker) Count() int                            { return 0 }
 func (t *nullTracker) Counts() engine.Counts                 { return engine.Counts{} }
 func (t *nullTracker) TotalStats() conntrack.Stats           { return conntrack.Stats{} }
 

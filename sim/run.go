@@ -31,6 +31,7 @@ const (
 // tracker is what the simulator needs of an [engine.Tracker].
 type tracker interface {
 	Process(*engine.Packet) engine.Verdict
+	Count() int
 	Counts() engine.Counts
 	TotalStats() conntrack.Stats
 }
@@ -61,8 +62,13 @@ type Simulator struct {
 	now   time.Duration
 
 	// run totals
-	packets, started, failed, lost, retrans, simDrops uint64
-	firstDrop                                         time.Duration
+	packets, started, failed, lost, retrans uint64
+	fullDrops, chainDrops                   uint64 // packets conntrack dropped: table full, chain too long
+	firstDrop, firstFullDrop, firstChain    time.Duration
+	// the count: its highest value and when it was first reached, and when
+	// it first reached the max (-1: never), measured at every insert
+	peak           int
+	peakAt, fullAt time.Duration
 
 	res      *Result
 	prevStat conntrack.Stats
@@ -97,7 +103,7 @@ func New(sc *Scenario, opt Options) (*Simulator, error) {
 
 func newSimulator(sc *Scenario, opt Options, tr tracker, clock *engine.VirtualClock) *Simulator {
 	seed := sc.Seed
-	s := &Simulator{sc: sc, opt: opt, tr: tr, clock: clock, firstDrop: -1,
+	s := &Simulator{sc: sc, opt: opt, tr: tr, clock: clock, firstDrop: -1, firstFullDrop: -1, firstChain: -1, fullAt: -1,
 		rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 	s.max = int(sc.EffectiveSettings()[engine.SetMax])
 	s.wl = make([]wstate, len(sc.Workloads))
@@ -299,7 +305,9 @@ func (s *Simulator) sample(t time.Duration) {
 func (s *Simulator) finish() {
 	r := s.res
 	r.Packets, r.Connections, r.Failed, r.Lost, r.Retransmits = s.packets, s.started, s.failed, s.lost, s.retrans
-	r.FirstDrop = s.firstDrop
+	r.FirstDrop, r.FirstTableFullDrop, r.FirstChainDrop = s.firstDrop, s.firstFullDrop, s.firstChain
+	r.DroppedPackets = s.fullDrops + s.chainDrops
+	r.Peak, r.PeakAt, r.FullAt = s.peak, s.peakAt, s.fullAt
 	r.summarize()
 }
 

@@ -13,8 +13,10 @@ import (
 	"github.com/ctdoctor/ctdoctor/engine"
 )
 
-// Schema is the version string of the JSON simulation result.
-const Schema = "ctdoctor.simulation/v1"
+// Schema is the version string of the JSON simulation result. v2: "full"
+// means the count reached the max (v1's "full" meant "packets dropped"
+// and its "filled" was sampled); the drops' cause and times by cause.
+const Schema = "ctdoctor.simulation/v2"
 
 // Sample is the table at one point of the timeline, with the kernel's
 // counters over the step that ends there and since the start.
@@ -48,14 +50,24 @@ type Result struct {
 	Max         int
 	Timeline    []Sample
 
-	// Peak is the highest sampled count, at PeakAt.
+	// Peak is the highest count during the run, first reached at PeakAt.
+	// The simulator reads the count at every insert (the only time it
+	// grows), so Peak is exact where the timeline's samples may miss it.
 	Peak   int
 	PeakAt time.Duration
-	// FullAt is the first sample time the count reached the max, -1 if never.
+	// FullAt is when the count first reached nf_conntrack_max, -1 if it
+	// never did (exact, like Peak). This is what "full" means everywhere
+	// in a result: the count at the max, whether or not packets were
+	// dropped (early drop may have made room each time).
 	FullAt time.Duration
 	// FirstDrop is the virtual time of the first packet conntrack dropped,
-	// -1 if none was.
-	FirstDrop time.Duration
+	// for any cause, -1 if none was. FirstTableFullDrop and FirstChainDrop
+	// split it by cause: the table full with nothing early drop could
+	// evict (the kernel's drop counter), or a hash chain too long to join
+	// (insert_failed and chaintoolong), which happens with room left.
+	FirstDrop, FirstTableFullDrop, FirstChainDrop time.Duration
+	// DroppedPackets counts the packets conntrack dropped, all causes.
+	DroppedPackets uint64
 	// Steady is the mean of the samples in the last tenth of the run (the
 	// count a constant workload settles at); Final is the last sample.
 	Steady Sample
@@ -69,17 +81,8 @@ type Result struct {
 }
 
 func (r *Result) summarize() {
-	r.FullAt = -1
 	if len(r.Timeline) == 0 {
 		return
-	}
-	for _, s := range r.Timeline {
-		if s.Total > r.Peak {
-			r.Peak, r.PeakAt = s.Total, s.Time
-		}
-		if r.FullAt < 0 && r.Max > 0 && s.Total >= r.Max {
-			r.FullAt = s.Time
-		}
 	}
 	r.Final = r.Timeline[len(r.Timeline)-1]
 	r.Drop, r.EarlyDrop = r.Final.DropTotal, r.Final.EarlyDropTotal
@@ -117,34 +120,97 @@ func (r *Result) summarize() {
 	r.Steady = st
 }
 
-// Full reports whether conntrack dropped packets (the table was full and
-// nothing could be evicted, or an insert failed) during the run.
-func (r *Result) Full() bool { return r.FirstDrop >= 0 || r.Drop > 0 }
+// Cause is the outcome of a run, the reason its verdict gives.
+type Cause string
 
-// Filled reports whether the count reached the max at a sample, with or
-// without drops (early drop may have made room each time).
-func (r *Result) Filled() bool { return r.FullAt >= 0 }
+// The causes, worst first.
+const (
+	// CauseTableFull: the count reached nf_conntrack_max and conntrack
+	// dropped new connections' packets for want of a free entry (early drop
+	// found nothing to evict): the kernel's drop counter. Drops on hash
+	// chains too long may come on top.
+	CauseTableFull Cause = "table_full"
+	// CauseChainTooLong: conntrack dropped new connections' packets because
+	// the hash chain they would join was too long (insert_failed,
+	// chaintoolong), never for want of room: the table has too few buckets
+	// for its entries.
+	CauseChainTooLong Cause = "chain_too_long"
+	// CauseFullNoDrops: the count reached the max but no packet was
+	// dropped: early drop evicted an unassured entry for each new one.
+	CauseFullNoDrops Cause = "full_no_drops"
+	// CauseNearFull: no drops, and the count peaked at 90% of the max or more.
+	CauseNearFull Cause = "near_full"
+	// CauseOK: no drops, and the count stayed below 90% of the max.
+	CauseOK Cause = "ok"
+)
 
-// Verdict is the one-line answer: "table never fills …" or "table full at
-// hh:mm:ss, N packets dropped".
+// Full reports whether the table was full: the count reached
+// nf_conntrack_max at some moment of the run (at FullAt).
+func (r *Result) Full() bool { return r.FullAt >= 0 }
+
+// Dropped reports whether conntrack dropped packets, for any cause.
+func (r *Result) Dropped() bool { return r.DroppedPackets > 0 || r.FirstDrop >= 0 }
+
+// Cause classifies the run: the drops' cause if conntrack dropped
+// packets, else how close the count came to the max.
+func (r *Result) Cause() Cause {
+	switch {
+	case r.Drop > 0 || r.FirstTableFullDrop >= 0:
+		return CauseTableFull
+	case r.Dropped():
+		return CauseChainTooLong
+	case r.Full():
+		return CauseFullNoDrops
+	case float64(r.Peak) >= 0.9*float64(r.Max):
+		return CauseNearFull
+	}
+	return CauseOK
+}
+
+// Verdict is the one-line answer, naming the cause: "table full at
+// hh:mm:ss, N packets dropped", "hash chains too long at hh:mm:ss: N
+// packets dropped …", "table full at hh:mm:ss without drops …" or "table
+// never fills …". Its times are FullAt and FirstChainDrop.
 func (r *Result) Verdict() string {
-	if !r.Full() && r.Filled() {
-		return fmt.Sprintf("table full at %s without drops: early drop evicted %s unassured entries to make room",
-			clockTime(r.FullAt), Thousands(int64(r.EarlyDrop)))
-	}
-	if !r.Full() {
-		return fmt.Sprintf("table never fills: peak %s of %s (%s) at %s", Thousands(int64(r.Peak)), Thousands(int64(r.Max)),
-			percent(float64(r.Peak)/float64(max(r.Max, 1))), clockTime(r.PeakAt))
-	}
-	at := r.FirstDrop
-	if at < 0 {
-		at = r.FullAt
-	}
-	v := fmt.Sprintf("table full at %s, %s packets dropped", clockTime(max(at, 0)), Thousands(int64(r.Drop)))
+	th := func(n uint64) string { return Thousands(int64(n)) }
+	failed := ""
 	if r.Failed > 0 {
-		v += fmt.Sprintf(", %s connections failed", Thousands(int64(r.Failed)))
+		failed = fmt.Sprintf(", %s connections failed", th(r.Failed))
 	}
-	return v
+	usage := func() string {
+		return fmt.Sprintf("%s of %s entries (%s)", Thousands(int64(r.Peak)), Thousands(int64(r.Max)),
+			percent(float64(r.Peak)/float64(max(r.Max, 1))))
+	}
+	switch r.Cause() {
+	case CauseTableFull:
+		v := fmt.Sprintf("table full at %s, %s packets dropped", clockTime(max(r.FullAt, 0)), th(r.Drop))
+		if r.FirstChainDrop >= 0 {
+			v += fmt.Sprintf("; hash chains too long at %s, %s more dropped", clockTime(r.FirstChainDrop), th(r.InsertFailed))
+		}
+		return v + failed
+	case CauseChainTooLong:
+		buckets := r.Settings[engine.SetBuckets]
+		v := fmt.Sprintf("hash chains too long at %s: %s packets dropped (insert_failed) with the table at most %s in %s bucket%s",
+			clockTime(max(r.FirstChainDrop, 0)), th(r.InsertFailed), usage(), Thousands(buckets), plural(buckets))
+		if r.Full() {
+			v += fmt.Sprintf("; table full at %s", clockTime(r.FullAt))
+		}
+		return v + failed
+	case CauseFullNoDrops:
+		if r.EarlyDrop > 0 {
+			return fmt.Sprintf("table full at %s without drops: early drop evicted %s unassured entries to make room",
+				clockTime(r.FullAt), th(r.EarlyDrop))
+		}
+		return fmt.Sprintf("table full at %s without drops: no new connection came while it was", clockTime(r.FullAt))
+	}
+	return fmt.Sprintf("table never fills: peak %s at %s", usage(), clockTime(r.PeakAt))
+}
+
+func plural(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // Clock formats a virtual time as hh:mm:ss since the start of the run.
@@ -304,35 +370,54 @@ func CountsOf(tr *engine.Tracker) TableCounts {
 	return counts(smp)
 }
 
-// Summary is the JSON form of a result's summary.
+// Summary is the JSON form of a result's summary. Times are seconds of
+// virtual time since the start of the run; null means "never".
 type Summary struct {
-	Verdict          string      `json:"verdict"`
-	Full             bool        `json:"full"`
-	Filled           bool        `json:"filled"`
-	FirstDropSeconds *float64    `json:"first_drop_seconds"`
-	FullAtSeconds    *float64    `json:"full_at_seconds"`
-	Peak             int         `json:"peak"`
-	PeakAtSeconds    float64     `json:"peak_at_seconds"`
-	Steady           TableCounts `json:"steady"`
-	Final            TableCounts `json:"final"`
-	Drop             uint64      `json:"drop"`
-	EarlyDrop        uint64      `json:"early_drop"`
-	InsertFailed     uint64      `json:"insert_failed"`
-	ChainTooLong     uint64      `json:"chaintoolong"`
-	Packets          uint64      `json:"packets"`
-	Connections      uint64      `json:"connections"`
-	Failed           uint64      `json:"failed_connections"`
-	Lost             uint64      `json:"lost_connections"`
-	Retransmits      uint64      `json:"retransmits"`
+	// Verdict is the text output's verdict line, word for word.
+	Verdict string `json:"verdict"`
+	// Cause is the verdict's reason: table_full, chain_too_long,
+	// full_no_drops, near_full or ok (see [Cause]).
+	Cause Cause `json:"cause"`
+	// Full: the count reached the max (first at FullAtSeconds), with or
+	// without drops. It is the only meaning of "full" in the result.
+	Full          bool     `json:"full"`
+	FullAtSeconds *float64 `json:"full_at_seconds"`
+	// Dropped: conntrack dropped packets (DroppedPackets of them, any
+	// cause; the first at FirstDropSeconds). By cause: the table full
+	// (counter drop, first at FirstTableFullDropSeconds) and hash chains
+	// too long (counter insert_failed, first at FirstChainDropSeconds).
+	Dropped                   bool     `json:"dropped"`
+	DroppedPackets            uint64   `json:"dropped_packets"`
+	FirstDropSeconds          *float64 `json:"first_drop_seconds"`
+	FirstTableFullDropSeconds *float64 `json:"first_table_full_drop_seconds"`
+	FirstChainDropSeconds     *float64 `json:"first_chain_drop_seconds"`
+	// Peak is the highest count at any moment (not only at samples),
+	// first reached at PeakAtSeconds.
+	Peak          int         `json:"peak"`
+	PeakAtSeconds float64     `json:"peak_at_seconds"`
+	Steady        TableCounts `json:"steady"`
+	Final         TableCounts `json:"final"`
+	// The kernel's counters at the end of the run.
+	Drop         uint64 `json:"drop"`
+	EarlyDrop    uint64 `json:"early_drop"`
+	InsertFailed uint64 `json:"insert_failed"`
+	ChainTooLong uint64 `json:"chaintoolong"`
+	Packets      uint64 `json:"packets"`
+	Connections  uint64 `json:"connections"`
+	Failed       uint64 `json:"failed_connections"`
+	Lost         uint64 `json:"lost_connections"`
+	Retransmits  uint64 `json:"retransmits"`
 }
 
 // Summarize returns the result's summary in its JSON form.
 func (r *Result) Summarize() Summary {
-	s := Summary{Verdict: r.Verdict(), Full: r.Full(), Filled: r.Filled(), Peak: r.Peak, PeakAtSeconds: r.PeakAt.Seconds(),
+	s := Summary{Verdict: r.Verdict(), Cause: r.Cause(), Full: r.Full(), Dropped: r.Dropped(), DroppedPackets: r.DroppedPackets,
+		Peak: r.Peak, PeakAtSeconds: r.PeakAt.Seconds(),
 		Steady: counts(r.Steady), Final: counts(r.Final), Drop: r.Drop, EarlyDrop: r.EarlyDrop,
 		InsertFailed: r.InsertFailed, ChainTooLong: r.ChainTooLong, Packets: r.Packets,
 		Connections: r.Connections, Failed: r.Failed, Lost: r.Lost, Retransmits: r.Retransmits}
-	s.FirstDropSeconds, s.FullAtSeconds = optSeconds(r.FirstDrop), optSeconds(r.FullAt)
+	s.FullAtSeconds, s.FirstDropSeconds = optSeconds(r.FullAt), optSeconds(r.FirstDrop)
+	s.FirstTableFullDropSeconds, s.FirstChainDropSeconds = optSeconds(r.FirstTableFullDrop), optSeconds(r.FirstChainDrop)
 	return s
 }
 
@@ -346,7 +431,7 @@ func optSeconds(d time.Duration) *float64 {
 	return &v
 }
 
-// MarshalJSON writes the result (schema ctdoctor.simulation/v1).
+// MarshalJSON writes the result (schema [Schema]).
 func (r *Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Schema      string           `json:"schema"`

@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -436,5 +440,194 @@ func TestSimulateHelpExample(t *testing.T) {
 	code, out, errs := simulate(t, path, "--duration", "10s")
 	if code != 0 || !strings.Contains(out, "table never fills") {
 		t.Errorf("the help's example: exit %d\n%s%s\n%s", code, errs, out, y.String())
+	}
+}
+
+// clockOf formats seconds as the text output's hh:mm:ss (rounded to the
+// second), written out here independently of sim.Clock.
+func clockOf(sec float64) string {
+	s := int(math.Round(sec))
+	return fmt.Sprintf("%02d:%02d:%02d", s/3600, s/60%60, s%60)
+}
+
+// summaryJSON is the summary as the JSON documents it.
+type summaryJSON struct {
+	Verdict                   string   `json:"verdict"`
+	Cause                     string   `json:"cause"`
+	Full                      bool     `json:"full"`
+	FullAtSeconds             *float64 `json:"full_at_seconds"`
+	Dropped                   bool     `json:"dropped"`
+	DroppedPackets            uint64   `json:"dropped_packets"`
+	FirstDropSeconds          *float64 `json:"first_drop_seconds"`
+	FirstTableFullDropSeconds *float64 `json:"first_table_full_drop_seconds"`
+	FirstChainDropSeconds     *float64 `json:"first_chain_drop_seconds"`
+	Peak                      int      `json:"peak"`
+	PeakAtSeconds             float64  `json:"peak_at_seconds"`
+	Steady                    struct {
+		Total int `json:"total"`
+	} `json:"steady"`
+	Drop         uint64 `json:"drop"`
+	EarlyDrop    uint64 `json:"early_drop"`
+	InsertFailed uint64 `json:"insert_failed"`
+	ChainTooLong uint64 `json:"chaintoolong"`
+	Packets      uint64 `json:"packets"`
+	Connections  uint64 `json:"connections"`
+	Failed       uint64 `json:"failed_connections"`
+}
+
+// smallTable is a custom scenario whose outcome depends on the max: 200 new
+// connections/s, all ending in TIME_WAIT for 120 s, hold 200 × t entries
+// until 120 s (24,000 then).
+const smallTable = `name: small-table
+duration: 3m
+seed: 3
+workloads:
+  - {name: api, rate: 200, client: 10.0.0.0/16, server: 10.0.1.1, server_port: 80, lifetime: 10ms}
+`
+
+// unansweredSYNs leaves half of the SYNs unanswered: SYN_SENT entries are
+// not ASSURED, so early drop (which looks at eight buckets: a table with
+// as many buckets as entries has some there) evicts one for each new SYN
+// and the table fills without dropping packets.
+const unansweredSYNs = `name: unanswered
+duration: 2m
+seed: 5
+settings: {nf_conntrack_max: 2000, nf_conntrack_buckets: 2048}
+workloads:
+  - {name: scan, rate: 100, client: 10.0.0.0/16, server: 10.0.1.1, server_port: 80, unanswered: 1, syn_retries: 1}
+`
+
+// TestSimulateTextAgreesWithJSON runs scenarios through both outputs: every
+// time and number the text shows must be the JSON's, and the verdict must
+// name the cause the counters show (issue 8, item 5).
+func TestSimulateTextAgreesWithJSON(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small.yaml")
+	unans := filepath.Join(dir, "unanswered.yaml")
+	for p, y := range map[string]string{small: smallTable, unans: unansweredSYNs} {
+		if err := os.WriteFile(p, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reVerdict := regexp.MustCompile(`(?m)^ (FULL|HASH CHAINS TOO LONG|FULL, NO DROPS|NEAR FULL|OK) +(.*)$`)
+	rePeak := regexp.MustCompile(`(?m)^Table +max ([\d,]+) · buckets ([\d,]+) · peak ([\d,]+) \((\d+)%\) at (\d\d:\d\d:\d\d)`)
+	reFullAt := regexp.MustCompile(`table full at (\d\d:\d\d:\d\d)`)
+	reChains := regexp.MustCompile(`hash chains too long at (\d\d:\d\d:\d\d)`)
+	reFirst := regexp.MustCompile(`(?m)^ +first drop at (\d\d:\d\d:\d\d)`)
+	reCounters := regexp.MustCompile(`(?m)^Counters +drop ([\d,]+) · early_drop ([\d,]+) · insert_failed ([\d,]+) · chaintoolong ([\d,]+)`)
+	reSteady := regexp.MustCompile(`(?m)^Steady +([\d,]+) entries`)
+	reTraffic := regexp.MustCompile(`(?m)^Traffic +([\d,]+) connections · ([\d,]+) packets`)
+	num := func(s string) uint64 {
+		v, err := strconv.ParseUint(strings.ReplaceAll(s, ",", ""), 10, 64)
+		if err != nil {
+			t.Fatalf("number %q: %v", s, err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		cause string
+	}{
+		{"nginx", []string{"nginx-local-upstream", "--duration", "4m"}, "table_full"},
+		{"nginx-notrack", []string{"nginx-local-upstream-notrack", "--duration", "2m"}, "ok"},
+		{"one-bucket", []string{"nginx-local-upstream", "--duration", "1m", "--set", "nf_conntrack_buckets=1"}, "chain_too_long"},
+		{"syn-flood", []string{"syn-flood", "--duration", "3m"}, ""},
+		{"dns", []string{"dns-udp", "--duration", "2m"}, "full_no_drops"},
+		{"small-full", []string{small, "--set", "nf_conntrack_max=5000"}, "table_full"},
+		{"small-near", []string{small, "--set", "nf_conntrack_max=25000"}, "near_full"},
+		{"small-ok", []string{small}, "ok"},
+		{"early-drop", []string{unans}, "full_no_drops"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, text, errs := simulate(t, append(tc.args, "--color", "never")...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			code, js, errs := simulate(t, append(tc.args, "-o", "json")...)
+			if code != 0 {
+				t.Fatalf("-o json: exit %d: %s", code, errs)
+			}
+			var r struct {
+				Max     int         `json:"max"`
+				Summary summaryJSON `json:"summary"`
+			}
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				t.Fatal(err)
+			}
+			s := r.Summary
+			if tc.cause != "" && s.Cause != tc.cause {
+				t.Errorf("cause %q, want %q (verdict %q)", s.Cause, tc.cause, s.Verdict)
+			}
+			v := reVerdict.FindStringSubmatch(text)
+			if v == nil || v[2] != s.Verdict {
+				t.Fatalf("text verdict %q, JSON verdict %q\n%s", v, s.Verdict, text)
+			}
+			// The label and the cause.
+			label := map[string]string{"table_full": "FULL", "chain_too_long": "HASH CHAINS TOO LONG",
+				"full_no_drops": "FULL, NO DROPS", "near_full": "NEAR FULL", "ok": "OK"}[s.Cause]
+			if v[1] != label {
+				t.Errorf("label %q for cause %q", v[1], s.Cause)
+			}
+			// "Full" is the count reaching the max, and nothing else.
+			if s.Full != (s.FullAtSeconds != nil) || s.Full != (s.Peak >= r.Max) {
+				t.Errorf("full %v, full_at %v, peak %d of %d", s.Full, s.FullAtSeconds, s.Peak, r.Max)
+			}
+			if m := reFullAt.FindStringSubmatch(s.Verdict); m != nil {
+				if s.FullAtSeconds == nil || m[1] != clockOf(*s.FullAtSeconds) {
+					t.Errorf("text: table full at %s; JSON full_at_seconds %v", m[1], s.FullAtSeconds)
+				}
+			} else if s.Full {
+				t.Errorf("the table filled (at %v s) but the verdict does not say when: %q", *s.FullAtSeconds, s.Verdict)
+			}
+			if m := reChains.FindStringSubmatch(s.Verdict); m != nil {
+				if s.FirstChainDropSeconds == nil || m[1] != clockOf(*s.FirstChainDropSeconds) {
+					t.Errorf("text: chains too long at %s; JSON first_chain_drop_seconds %v", m[1], s.FirstChainDropSeconds)
+				}
+			} else if s.ChainTooLong > 0 {
+				t.Errorf("%d chaintoolong drops the verdict does not name: %q", s.ChainTooLong, s.Verdict)
+			}
+			// The causes follow from the counters.
+			switch {
+			case s.Drop > 0:
+				if s.Cause != "table_full" || !s.Full || s.FirstTableFullDropSeconds == nil {
+					t.Errorf("drop %d: cause %q, full %v, first table-full drop %v", s.Drop, s.Cause, s.Full, s.FirstTableFullDropSeconds)
+				}
+			case s.InsertFailed > 0:
+				if s.Cause != "chain_too_long" || s.FirstChainDropSeconds == nil || strings.Contains(s.Verdict, "table full") {
+					t.Errorf("insert_failed %d, drop 0: cause %q, verdict %q", s.InsertFailed, s.Cause, s.Verdict)
+				}
+			case s.Full:
+				if s.Cause != "full_no_drops" || s.Dropped {
+					t.Errorf("full without drops: cause %q, dropped %v", s.Cause, s.Dropped)
+				}
+			}
+			if s.Dropped != (s.DroppedPackets > 0) || s.DroppedPackets != s.Drop+s.InsertFailed || s.Dropped != (s.FirstDropSeconds != nil) {
+				t.Errorf("dropped %v, dropped_packets %d, drop %d + insert_failed %d, first drop %v",
+					s.Dropped, s.DroppedPackets, s.Drop, s.InsertFailed, s.FirstDropSeconds)
+			}
+			p := rePeak.FindStringSubmatch(text)
+			if p == nil {
+				t.Fatalf("no Table line:\n%s", text)
+			}
+			if int(num(p[1])) != r.Max || int(num(p[3])) != s.Peak || p[5] != clockOf(s.PeakAtSeconds) ||
+				p[4] != fmt.Sprintf("%.0f", float64(s.Peak)*100/float64(r.Max)) {
+				t.Errorf("text: max %s peak %s (%s%%) at %s; JSON: max %d peak %d at %s", p[1], p[3], p[4], p[5], r.Max, s.Peak, clockOf(s.PeakAtSeconds))
+			}
+			if f := reFirst.FindStringSubmatch(text); (f == nil) != (s.FirstDropSeconds == nil) ||
+				f != nil && f[1] != clockOf(*s.FirstDropSeconds) {
+				t.Errorf("text: first drop %v; JSON first_drop_seconds %v", f, s.FirstDropSeconds)
+			}
+			c := reCounters.FindStringSubmatch(text)
+			if c == nil || num(c[1]) != s.Drop || num(c[2]) != s.EarlyDrop || num(c[3]) != s.InsertFailed || num(c[4]) != s.ChainTooLong {
+				t.Errorf("text counters %v; JSON %d %d %d %d", c, s.Drop, s.EarlyDrop, s.InsertFailed, s.ChainTooLong)
+			}
+			if st := reSteady.FindStringSubmatch(text); st == nil || int(num(st[1])) != s.Steady.Total {
+				t.Errorf("text steady %v; JSON %d", st, s.Steady.Total)
+			}
+			if tr := reTraffic.FindStringSubmatch(text); tr == nil || num(tr[1]) != s.Connections || num(tr[2]) != s.Packets {
+				t.Errorf("text traffic %v; JSON %d connections, %d packets", tr, s.Connections, s.Packets)
+			}
+		})
 	}
 }

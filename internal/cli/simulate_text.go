@@ -51,17 +51,30 @@ func wrapText(s string, width int) []string {
 	return lines
 }
 
-// verdictLabel is the coloured tag in front of a run's verdict.
+// verdictLabel is the coloured tag in front of a run's verdict: its cause.
 func verdictLabel(r *sim.Result, color bool) string {
-	switch {
-	case r.Full():
+	switch r.Cause() {
+	case sim.CauseTableFull:
 		return paint(color, red, " FULL    ")
-	case r.Filled():
+	case sim.CauseChainTooLong:
+		return paint(color, red, " HASH CHAINS TOO LONG ")
+	case sim.CauseFullNoDrops:
 		return paint(color, yellow, " FULL, NO DROPS ")
-	case float64(r.Peak) >= 0.9*float64(r.Max):
+	case sim.CauseNearFull:
 		return paint(color, yellow, " NEAR FULL ")
 	}
 	return paint(color, green, " OK      ")
+}
+
+// dropCause says why the first dropped packet was dropped.
+func dropCause(r *sim.Result) string {
+	switch {
+	case r.FirstDrop < 0:
+		return ""
+	case r.FirstDrop == r.FirstChainDrop:
+		return " (hash chain too long)"
+	}
+	return " (table full)"
 }
 
 func speedup(virtual, wall time.Duration) string {
@@ -167,7 +180,7 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 	fmt.Fprintf(&b, "%-10s %s · %s · %s · %s\n", paint(color, bold, "Counters"), ctr("drop", r.Drop), ctr("early_drop", r.EarlyDrop),
 		ctr("insert_failed", r.InsertFailed), ctr("chaintoolong", r.ChainTooLong))
 	if r.FirstDrop >= 0 {
-		fmt.Fprintf(&b, "%-10s first drop at %s\n", "", sim.Clock(r.FirstDrop))
+		fmt.Fprintf(&b, "%-10s first drop at %s%s\n", "", sim.Clock(r.FirstDrop), dropCause(r))
 	}
 	traffic := fmt.Sprintf("%s connections · %s packets · %s retransmitted", sim.Thousands(int64(r.Connections)),
 		sim.Thousands(int64(r.Packets)), sim.Thousands(int64(r.Retransmits)))
@@ -258,7 +271,7 @@ func timelineChart(r *sim.Result, sc *sim.Scenario) render.Chart {
 	for i, s := range r.Timeline {
 		c.Times[i] = s.Time.Seconds()
 		total.Values[i] = float64(s.Total)
-		c.Marks[i] = s.Drop > 0
+		c.Marks[i] = s.Drop > 0 || s.InsertFailed > 0
 	}
 	for _, st := range sim.StateNames {
 		v := make([]float64, n)
@@ -332,7 +345,7 @@ func compareChart(cmp *sim.Comparison) render.Chart {
 		c.Times[i] = a.Timeline[i].Time.Seconds()
 		cur.Values[i] = float64(a.Timeline[i].Total)
 		prop.Values[i] = float64(b.Timeline[i].Total)
-		c.Marks[i] = a.Timeline[i].Drop > 0
+		c.Marks[i] = a.Timeline[i].Drop > 0 || a.Timeline[i].InsertFailed > 0
 	}
 	if b.Max != a.Max {
 		c.LimitLabel = fmt.Sprintf("current max %s (proposed %s)", sim.Thousands(int64(a.Max)), sim.Thousands(int64(b.Max)))
@@ -354,9 +367,10 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 	}
 	label := paint(color, yellow, " SAME   ")
 	switch {
-	case a.Full() && !p.Full(), a.Full() && p.Full() && p.Drop < a.Drop, !a.Full() && !p.Full() && p.Peak < a.Peak:
+	case a.Dropped() && !p.Dropped(), a.Dropped() && p.Dropped() && p.DroppedPackets < a.DroppedPackets,
+		!a.Dropped() && !p.Dropped() && p.Peak < a.Peak:
 		label = paint(color, green, " BETTER ")
-	case !a.Full() && p.Full(), p.Drop > a.Drop, !a.Full() && !p.Full() && p.Peak > a.Peak:
+	case !a.Dropped() && p.Dropped(), p.DroppedPackets > a.DroppedPackets, !a.Dropped() && !p.Dropped() && p.Peak > a.Peak:
 		label = paint(color, red, " WORSE  ")
 	}
 	fmt.Fprintf(&b, "\n%s %s\n\n", label, paint(color, bold, d.Verdict))
@@ -436,10 +450,10 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 		r    *sim.Result
 	}{{"current", a}, {"proposed", p}} {
 		fmt.Fprintf(&b, "%-20s %s %10s\n", x.name, render.Sparkline(series(x.r), sw, top), th(int64(x.r.Final.Total)))
-		if x.r.Full() {
+		if x.r.Dropped() {
 			marks := make([]float64, len(x.r.Timeline))
 			for i, s := range x.r.Timeline {
-				if s.Drop > 0 {
+				if s.Drop > 0 || s.InsertFailed > 0 {
 					marks[i] = 1
 				}
 			}
@@ -479,12 +493,16 @@ func rowCount(s sim.Sample, name string) int {
 	return 0
 }
 
+// shortVerdict is the comparison table's verdict cell; its time is the
+// one the run's verdict line gives.
 func shortVerdict(r *sim.Result) string {
-	switch {
-	case r.Full():
-		return "full at " + sim.Clock(r.FirstDrop)
-	case r.Filled():
-		return "full, no drops"
+	switch r.Cause() {
+	case sim.CauseTableFull:
+		return "full at " + sim.Clock(r.FullAt)
+	case sim.CauseChainTooLong:
+		return "chains too long at " + sim.Clock(r.FirstChainDrop)
+	case sim.CauseFullNoDrops:
+		return "full at " + sim.Clock(r.FullAt) + ", no drops"
 	}
 	return "never fills"
 }
