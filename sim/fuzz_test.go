@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -22,11 +24,19 @@ func FuzzParseScenario(f *testing.F) {
 	f.Add([]byte("name: x\nduration: 1m\nworkloads: [{rate: {peak: 5, peak_at: \"23:59\"}, client: ::1, server: ::1, server_port: 1}]\n"))
 	f.Add([]byte("a: &a [*a, *a]\nb: &b [*a, *a]\n"))
 	f.Add([]byte("duration: 1d12h\nworkloads:\n  - {proto: icmp, rate: 1M, client: 10.0.0.0/8, server: 10.0.0.0/30}\n"))
+	f.Add([]byte(strings.Replace(good, "    client: 198", "   client: 198", 1)))
+	f.Add([]byte("workloads:\n  - name: a\n   rate: 1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sc, err := ParseScenario("f.yaml", data)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "f.yaml") {
 				t.Fatalf("error does not name the file: %v", err)
+			}
+			// A syntax error's line is one of the input's.
+			var line int
+			if _, e := fmt.Sscanf(err.Error(), "f.yaml:%d: invalid YAML", &line); e == nil &&
+				(line < 1 || line > bytes.Count(data, []byte("\n"))+1) {
+				t.Fatalf("line %d of a %d-line input: %v", line, bytes.Count(data, []byte("\n"))+1, err)
 			}
 			return
 		}

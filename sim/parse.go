@@ -57,7 +57,7 @@ func ParseScenario(file string, data []byte) (sc *Scenario, err error) {
 	}()
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, yamlError(file, err)
+		return nil, yamlError(file, data, err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, fmt.Errorf("%s: empty scenario (want a mapping with name, duration and workloads)", file)
@@ -76,20 +76,117 @@ func ParseScenario(file string, data []byte) (sc *Scenario, err error) {
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
-// yamlError rewrites a YAML syntax error as file:line: message.
-func yamlError(file string, err error) error {
+// yamlError rewrites a YAML syntax error as file:line: message, with the
+// line of the problem: yaml.v3 reports the line where the enclosing block
+// starts (counted from 0) for most syntax errors, not the line the parser
+// stopped at, so a mis-indented key deep in a list was reported at the
+// list's first line.
+func yamlError(file string, data []byte, err error) error {
 	msg := err.Error()
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		msg = te.Errors[0]
 	}
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		if m[1] != "" {
-			return fmt.Errorf("%s:%s: invalid YAML: %s", file, m[1], m[2])
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return fmt.Errorf("%s: invalid YAML: %s", file, msg)
+	}
+	msg = m[2]
+	if line := problemLine(data, msg); line > 0 {
+		hint := ""
+		if indentProblem(msg) {
+			hint = indentHint(data, line)
 		}
-		msg = m[2]
+		return fmt.Errorf("%s:%d: invalid YAML: %s%s", file, line, msg, hint)
+	}
+	if m[1] != "" {
+		return fmt.Errorf("%s:%s: invalid YAML: %s", file, m[1], msg)
 	}
 	return fmt.Errorf("%s: invalid YAML: %s", file, msg)
+}
+
+// yamlProblem is the message of a YAML syntax error without its line.
+func yamlProblem(err error) string {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		return m[2]
+	}
+	return err.Error()
+}
+
+// problemLine returns the line (from 1) at which the parser meets the
+// syntax error msg, 0 if it cannot tell. The document's first lines up to
+// the problem parse; from its line on, the same error comes back: the
+// first prefix of whole lines that fails with msg ends at the problem's
+// line (a binary search: a few parses even of a long file).
+func problemLine(data []byte, msg string) int {
+	var ends []int // the end of each line
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	fails := func(k int) bool {
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[k-1]], &n)
+		return err != nil && yamlProblem(err) == msg
+	}
+	if len(ends) == 0 || !fails(len(ends)) {
+		return 0
+	}
+	lo, hi := 1, len(ends)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// indentProblem tells the syntax errors a mis-indented line causes.
+func indentProblem(msg string) bool {
+	switch msg {
+	case "did not find expected key", "did not find expected '-' indicator",
+		"mapping values are not allowed in this context", "block sequence entries are not allowed in this context":
+		return true
+	}
+	return false
+}
+
+// indentHint compares the indentation of the problem's line with the line
+// above it (the nearest one with content): when the first line of a block
+// is the mis-indented one, the parser only stops at the next.
+func indentHint(data []byte, line int) string {
+	lines := strings.Split(string(data), "\n")
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	indent := func(l string) (int, bool) {
+		t := strings.TrimLeft(l, " ")
+		if t == "" || strings.HasPrefix(t, "#") {
+			return 0, false
+		}
+		return len(l) - len(t), true
+	}
+	cur, ok := indent(lines[line-1])
+	if !ok {
+		return ""
+	}
+	for i := line - 2; i >= 0; i-- {
+		if prev, ok := indent(lines[i]); ok {
+			if prev == cur {
+				return ""
+			}
+			return fmt.Sprintf(" — check the indentation: this line has %d space%s, line %d has %d",
+				cur, plural(int64(cur)), i+1, prev)
+		}
+	}
+	return ""
 }
 
 type decoder struct {

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +188,51 @@ func TestParseDuration(t *testing.T) {
 	for _, in := range []string{"", "90", "-1s", "d", "1x", "+5s", "1dd"} {
 		if _, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+}
+
+// TestParseYAMLErrorLine mis-indents one line of the good scenario at a
+// time and checks that the error names that line (issue 8: a key
+// mis-indented on line 11 was reported at line 3, the start of the block
+// that holds it, counted from 0).
+func TestParseYAMLErrorLine(t *testing.T) {
+	for _, tc := range []struct {
+		line   int    // 1-based line of good to re-indent
+		indent string // its new indentation
+		want   int    // the line the error must name
+		hint   string // a part of the message
+	}{
+		{4, "   ", 5, "this line has 2 spaces, line 4 has 3"}, // the first key of a block sets its indentation: the parser stops at the next
+		{5, "   ", 5, "mapping values are not allowed"},       // a settings key one space too deep: the value above goes on
+		{5, " ", 5, "this line has 1 space, line 4 has 2"},    // … and one too shallow
+		{11, "   ", 11, "this line has 3 spaces, line 10 has 4"},
+		{11, "      ", 11, "mapping values are not allowed"}, // a continuation of the line above's value
+		{14, "   ", 14, "did not find expected '-' indicator"},
+		{14, " ", 14, ""},
+		{17, "     ", 17, ""},
+		{21, "   ", 21, ""},
+		{21, "  ", 21, "did not find expected '-' indicator"},
+	} {
+		lines := strings.Split(good, "\n")
+		lines[tc.line-1] = tc.indent + strings.TrimLeft(lines[tc.line-1], " ")
+		y := strings.Join(lines, "\n")
+		_, err := ParseScenario("bad1.yaml", []byte(y))
+		want := fmt.Sprintf("bad1.yaml:%d: invalid YAML: ", tc.want)
+		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("line %d re-indented to %d: %v, want %q…%q\n%s", tc.line, len(tc.indent), err, want, tc.hint, y)
+		}
+	}
+	// A problem on the last line, without a final newline, and a
+	// syntax error that is not about indentation.
+	for _, tc := range []struct{ yaml, want string }{
+		{strings.TrimSuffix(good, "\n") + "\n   bad: 1", "bad1.yaml:22: invalid YAML: did not find expected '-' indicator"},
+		{strings.Replace(good, "rate: 10k", "rate: \"10k", 1), "bad1.yaml:"},
+		{"name: x\nduration: [1m\n", "bad1.yaml:"},
+	} {
+		_, err := ParseScenario("bad1.yaml", []byte(tc.yaml))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%v, want %q", err, tc.want)
 		}
 	}
 }
