@@ -34,6 +34,11 @@ type ReplayOptions struct {
 	Progress func(packets int)
 }
 
+// ReplaySchema is the version string of the JSON a replay writes
+// (simulate --pcap -o json): replay statistics and the final table's
+// counts, or the replay statistics and ctdoctor's report of the table.
+const ReplaySchema = "ctdoctor.replay/v1"
+
 // ReplayStats summarise a replay.
 type ReplayStats struct {
 	Packets int `json:"packets"` // records read

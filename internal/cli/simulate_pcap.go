@@ -70,9 +70,10 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 		rep := analyze.Analyze(snap, bd, snap.TakenAt)
 		if o.output == "json" {
 			return writeJSON(stdout, struct {
+				Schema string          `json:"schema"`
 				Replay sim.ReplayStats `json:"replay"`
 				Report *analyze.Report `json:"report"`
-			}{st, rep})
+			}{sim.ReplaySchema, st, rep})
 		}
 		writeReplayText(stdout, o.pcap, st, tr, color)
 		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, bold, "Diagnosis of the table at the end of the capture (as ctdoctor reports a host)"))
@@ -80,10 +81,11 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 	}
 	if o.output == "json" {
 		return writeJSON(stdout, struct {
+			Schema string          `json:"schema"`
 			Replay sim.ReplayStats `json:"replay"`
 			sim.TableCounts
 			Stats map[string]uint64 `json:"stats"`
-		}{st, sim.CountsOf(tr), statsMap(tr)})
+		}{sim.ReplaySchema, st, sim.CountsOf(tr), statsMap(tr)})
 	}
 	writeReplayText(stdout, o.pcap, st, tr, color)
 	return nil

@@ -631,3 +631,29 @@ func TestSimulateTextAgreesWithJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulatePcapSchema: both JSON shapes of a replay carry their schema
+// (issue 8, item 19), as every other JSON document ctdoctor writes does.
+func TestSimulatePcapSchema(t *testing.T) {
+	capture := "../../sim/testdata/loopback.pcap"
+	if _, err := os.Stat(capture); err != nil {
+		t.Skipf("no capture fixture: %v", err)
+	}
+	for _, args := range [][]string{
+		{"--pcap", capture, "--pcap-hook", "output", "-o", "json"},
+		{"--pcap", capture, "--pcap-hook", "output", "-o", "json", "--report"},
+	} {
+		code, out, errs := simulate(t, args...)
+		var r map[string]json.RawMessage
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("%v: exit %d: %s\n%s", args, code, errs, out)
+		}
+		var schema string
+		if err := json.Unmarshal(r["schema"], &schema); err != nil || schema != sim.ReplaySchema {
+			t.Errorf("%v: schema %s, want %q", args, r["schema"], "ctdoctor.replay/v1")
+		}
+		if !strings.HasPrefix(strings.TrimSpace(out), "{\n  \"schema\": ") {
+			t.Errorf("%v: the schema should come first:\n%.200s", args, out)
+		}
+	}
+}
