@@ -33,6 +33,9 @@ type Report struct {
 	Namespaces  []host.NetNSUsage `json:"namespaces,omitempty"`
 	Findings    []Finding         `json:"findings"`
 	Warnings    []string          `json:"warnings,omitempty"`
+	// Listing says whether the entries were read and why not (set by the
+	// doctor package; nil when the report does not say).
+	Listing *Listing `json:"listing,omitempty"`
 }
 
 // Verdict is the one-line answer: healthy, warning or critical, and why.
