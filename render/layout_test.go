@@ -207,6 +207,24 @@ func TestTextFitsWidth(t *testing.T) {
 	}
 }
 
+// On narrow terminals too (down to MinWidth), only unbreakable commands exceed.
+func TestTextFitsNarrowWidths(t *testing.T) {
+	for _, tr := range testReports(t) {
+		for w := MinWidth; w < 80; w += 3 {
+			out := renderText(t, tr.r, TextOptions{Width: w, Color: true, Verbose: true})
+			cont := false
+			for i, line := range strings.Split(StripANSI(out), "\n") {
+				if n := VisibleWidth(line); n > w {
+					if _, ok := overlong(line, cont); !ok {
+						t.Errorf("%s at %d columns: line %d is %d wide:\n%s", tr.name, w, i+1, n, line)
+					}
+				}
+				cont = strings.HasSuffix(line, lineJoin)
+			}
+		}
+	}
+}
+
 // The breakdown's tables stand side by side when two fit the width and
 // one under the other when they do not.
 func TestBreakdownColumns(t *testing.T) {

@@ -121,8 +121,8 @@ func (t *textWriter) tokens(first, cont string, toks []string, sep string) {
 	room := t.width - max(fw, cw)
 	var fitted []string
 	for _, tok := range toks {
-		if VisibleWidth(tok) > room && !strings.Contains(tok, "\x1b") {
-			fitted = append(fitted, lay(words(tok, room), " ", room, room)...)
+		if VisibleWidth(tok) > room { // (its colour is lost: only on very narrow terminals)
+			fitted = append(fitted, lay(words(StripANSI(tok), room), " ", room, room)...)
 			continue
 		}
 		fitted = append(fitted, tok)
@@ -358,7 +358,7 @@ func (t *textWriter) namespaces(r *analyze.Report) {
 	p := t.p
 	t.para("", "", fmt.Sprintf("Network namespaces (%d) — each one's count against the global max", len(r.Namespaces)), p.bold)
 	// "  NAME INODE COUNT BAR SHARE"
-	const fixed = 2 + 1 + 12 + 1 + 9 + 1 + 1 + 5
+	const fixed = 2 + 1 + 10 + 1 + 9 + 1 + 1 + 5
 	barW := 20
 	nameRoom := min(40, t.width-fixed-barW)
 	if nameRoom < 10 {
@@ -371,7 +371,7 @@ func (t *textWriter) namespaces(r *analyze.Report) {
 	}
 	nw = min(nw, nameRoom)
 	for _, n := range r.Namespaces {
-		head := fmt.Sprintf("  %s %12d ", Pad(Truncate(n.Name, nw), nw), n.Inode)
+		head := fmt.Sprintf("  %s %10d ", Pad(Truncate(n.Name, nw), nw), n.Inode)
 		if n.Error != "" {
 			t.para(head+" ", indent(VisibleWidth(head)+1), n.Error, p.dim)
 			continue
