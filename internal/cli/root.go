@@ -108,6 +108,7 @@ CAP_NET_ADMIN. Without root you still get the sizing and whatever is readable.`,
 	root.SetVersionTemplate("ctdoctor {{.Version}}\n")
 	root.AddCommand(newSnapshotCmd(stdout, stderr), newVersionCmd(stdout))
 	root.AddCommand(newSimulateCmd(stdout, stderr))
+	root.AddCommand(newApplyCmd(stdout, stderr), newRollbackCmd(stdout, stderr), newHistoryCmd(stdout))
 	// The help and completion commands exist before Execute, so that their
 	// argument errors are usage errors too.
 	root.SetHelpCommand(newHelpCmd())
