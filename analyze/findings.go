@@ -67,11 +67,11 @@ func verdict(r *Report) Verdict {
 		events := plural(n, "\"table full\" event", "\"table full\" events")
 		switch {
 		case r.Host.NetNSInode == 0:
-			v.Reason += fmt.Sprintf("; the kernel log holds %s naming a network namespace, and this one's number is unknown — run with --all-netns", events)
+			v.Reason += fmt.Sprintf("; the kernel log holds %s naming a network namespace, and this one's number is unknown — run ctdoctor --all-netns on the host to check them", events)
 		case len(r.Namespaces) > 0:
-			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces (listed below)", events)
+			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces (see the namespaces below)", events)
 		default:
-			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces — run with --all-netns", events)
+			v.Reason += fmt.Sprintf("; the kernel log holds %s of other network namespaces — run ctdoctor --all-netns on the host to check them", events)
 		}
 	}
 	return v

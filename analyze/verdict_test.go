@@ -25,26 +25,26 @@ func TestVerdictOtherNamespacesTableFull(t *testing.T) {
 		{"init, 21 events of one other namespace", func(s *host.Snapshot) {
 			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 21, First: now.Add(-2 * time.Minute), Last: now.Add(-time.Minute),
 				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Name: "demo", Count: 21, First: now.Add(-2 * time.Minute), Last: now.Add(-time.Minute)}}}
-		}, Healthy, 21, `; the kernel log holds 21 "table full" events of other network namespaces — run with --all-netns`},
+		}, Healthy, 21, `; the kernel log holds 21 "table full" events of other network namespaces — run ctdoctor --all-netns on the host to check them`},
 		{"one event, namespaces already listed", func(s *host.Snapshot) {
 			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 1, Last: now.Add(-time.Minute),
 				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Count: 1, Last: now.Add(-time.Minute)}}}
 			s.AllNetNS = []host.NetNSUsage{{NetNS: host.NetNS{Name: "demo", Inode: 4026532177}, Count: 10, Max: 262144}}
-		}, Healthy, 1, `; the kernel log holds 1 "table full" event of other network namespaces (listed below)`},
+		}, Healthy, 1, `; the kernel log holds 1 "table full" event of other network namespaces (see the namespaces below)`},
 		{"this namespace's own events are not other namespaces'", func(s *host.Snapshot) {
 			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 3 + 5 + 2, Last: now.Add(-time.Minute),
 				ByNetNS: []host.NetNSCount{{Inode: 4026531840, Count: 3, Last: now.Add(-time.Minute)}, {Inode: 4026532177, Count: 5, Last: now.Add(-time.Minute)}}}
-		}, Critical, 5, `; the kernel log holds 5 "table full" events of other network namespaces — run with --all-netns`},
+		}, Critical, 5, `; the kernel log holds 5 "table full" events of other network namespaces — run ctdoctor --all-netns on the host to check them`},
 		{"events before this namespace existed belong to an earlier one with its number", func(s *host.Snapshot) {
 			s.NetNS = host.NetNS{Name: "demo", Inode: 4026532177, Created: demoCreated}
 			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 21, Last: demoCreated.Add(-time.Hour),
 				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Count: 21, First: demoCreated.Add(-2 * time.Hour), Last: demoCreated.Add(-time.Hour)}}}
-		}, Healthy, 21, `; the kernel log holds 21 "table full" events of other network namespaces — run with --all-netns`},
+		}, Healthy, 21, `; the kernel log holds 21 "table full" events of other network namespaces — run ctdoctor --all-netns on the host to check them`},
 		{"this namespace's number unknown", func(s *host.Snapshot) {
 			s.NetNS = host.NetNS{Name: "init"}
 			s.Log = host.LogSummary{Source: "var/log/kern.log", TableFullEvents: 4,
 				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Count: 4}}}
-		}, Healthy, 4, `; the kernel log holds 4 "table full" events naming a network namespace, and this one's number is unknown — run with --all-netns`},
+		}, Healthy, 4, `; the kernel log holds 4 "table full" events naming a network namespace, and this one's number is unknown — run ctdoctor --all-netns on the host to check them`},
 		{"no events elsewhere, no hint", func(s *host.Snapshot) {
 			s.Log = host.LogSummary{Source: "/dev/kmsg"}
 		}, Healthy, 0, ""},

@@ -53,7 +53,7 @@ func longReport(t *testing.T) *analyze.Report {
 	}
 	now := time.Date(2026, 11, 20, 14, 3, 0, 0, time.UTC)
 	return &analyze.Report{Schema: analyze.Schema, GeneratedAt: now,
-		Verdict: analyze.Verdict{Level: analyze.Healthy, Reason: "table 31% full (80 of 262144), no drops; the kernel log holds 31 \"table full\" events of other network namespaces — run with --all-netns"},
+		Verdict: analyze.Verdict{Level: analyze.Healthy, Reason: "table 31% full (80 of 262144), no drops; the kernel log holds 31 \"table full\" events of other network namespaces — run ctdoctor --all-netns on the host to check them"},
 		Host: analyze.HostInfo{Hostname: "build-agent-07.eu-central-1.compute.internal", Kernel: "6.8.0-1021-aws-with-a-long-suffix",
 			NetNS: "ci-runner-namespace-with-a-rather-long-name", NetNSInode: 4026532177, CPUs: 64, MemBytes: 256 << 30, Source: "netlink"},
 		Table: analyze.TableInfo{Count: 80, Listed: 80, Max: 262144, Buckets: 262144, Usage: 0.31, EntriesPerBucket: 0.0003,
