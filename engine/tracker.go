@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"io"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -91,7 +92,7 @@ func New(cfg Config) (*Tracker, error) {
 	t.notrack = append([]NoTrackRule(nil), cfg.NoTrack...)
 	t.applySettings()
 	t.buckets = make([]bucket, t.set[SetBuckets])
-	t.cursor = int64(t.clock.Now())>>tickShift + 1
+	t.cursor = min(int64(t.clock.Now()), maxNow)>>tickShift + 1
 	return t, nil
 }
 
@@ -316,9 +317,26 @@ func (t *Tracker) schedule(idx uint32, e *entry, exp int64) {
 	*s = append(*s, idx)
 }
 
+// maxTimeout bounds every timeout (checkSetting's limit), and maxNow the
+// clock, so that a time plus a timeout, or the wheel's cursor, never
+// overflows.
+const (
+	maxTimeout = int64(1<<31/1000) * int64(time.Second)
+	maxNow     = math.MaxInt64 - maxTimeout - 4*tick
+)
+
 // advance runs garbage collection up to now: entries are deleted within a
 // second of expiring.
 func (t *Tracker) advance(now int64) {
+	if now-t.cursor<<tickShift > maxTimeout+2*tick {
+		// Every entry was last refreshed before the cursor's time, with a
+		// timeout of at most maxTimeout: all have expired. Delete them at
+		// once rather than turning the wheel a tick at a time (billions of
+		// turns after a jump of decades).
+		t.expireAll()
+		t.cursor = now>>tickShift + 1
+		return
+	}
 	for t.cursor<<tickShift <= now {
 		at := t.cursor << tickShift // the slot's time: entries in it expired by then
 		// Entries created during the tick: most short connections have
@@ -353,6 +371,20 @@ func (t *Tracker) advance(now int64) {
 			t.gcEarlyDrop()
 		}
 	}
+}
+
+// expireAll deletes every entry and empties the wheel.
+func (t *Tracker) expireAll() {
+	for i := uint32(0); i < t.slab.used; i++ {
+		if e := t.slab.at(i); e.flags&eLive != 0 {
+			t.kill(i, e)
+		}
+	}
+	for i := range t.wheel {
+		t.wheel[i] = t.wheel[i][:0]
+	}
+	t.young = t.young[:0]
+	t.earlyDropMode = false
 }
 
 // gcEarlyDrop is the GC pass after a failed allocation: while the table is
@@ -744,7 +776,7 @@ func (t *Tracker) Count() int {
 }
 
 func (t *Tracker) advanceNow() int64 {
-	now := int64(t.clock.Now())
+	now := min(int64(t.clock.Now()), maxNow)
 	if t.cursor<<tickShift <= now {
 		t.advance(now)
 	}
