@@ -167,7 +167,7 @@ func Apply(ctx context.Context, p *tune.Plan, opt Options) (*Result, error) {
 		if opt.Ask == nil {
 			return nil, errors.New("refusing to change the host without confirmation: not on a terminal; review with --dry-run, then pass --yes")
 		}
-		ok, err := opt.Ask(fmt.Sprintf("Apply these %d changes to %s?", todo, t.name))
+		ok, err := opt.Ask(fmt.Sprintf("Apply these %d changes to %s?", todo, t.where()))
 		if err != nil {
 			return nil, fmt.Errorf("ask: %w", err)
 		}

@@ -19,7 +19,7 @@ func sysctlName(p string) string {
 func (c *Checked) WriteDiff(w io.Writer) {
 	p := c.Plan
 	todo, already := c.Todo()
-	fmt.Fprintf(w, "Plan %s, made %s for host %s · %s\n", p.ID, p.CreatedAt.Local().Format("2006-01-02 15:04"), p.Host.Hostname, c.t.name)
+	fmt.Fprintf(w, "Plan %s, made %s for host %s · %s\n", p.ID, p.CreatedAt.Local().Format("2006-01-02 15:04"), p.Host.Hostname, c.t.where())
 	fmt.Fprintf(w, "%d %s", todo, plural(todo, "change", "changes"))
 	if already > 0 {
 		fmt.Fprintf(w, ", %d already in place", already)
@@ -220,3 +220,38 @@ func (c *Checked) WriteOperations(w io.Writer) {
 	fmt.Fprintln(w, "Nothing was changed (--dry-run).")
 }
 
+// label names an action for progress lines.
+func label(a tune.Action) string {
+	switch a.Kind {
+	case tune.KindSysctl:
+		return sysctlName(a.Path) + " = " + norm(a.Value)
+	case tune.KindModuleParam:
+		return a.Path + " = " + norm(a.Value)
+	case tune.KindFile:
+		if a.Remove {
+			return "remove " + a.Path
+		}
+		return "write " + a.Path
+	case tune.KindNft:
+		n := strings.Count(strings.TrimRight(a.Script, "\n"), "\n") + 1
+		return fmt.Sprintf("nft batch (%d %s)", n, plural(n, "line", "lines"))
+	case tune.KindIptables:
+		return strings.Join(a.Argv, " ")
+	}
+	return a.Kind
+}
+
+// undoLabel names what undoing an action restores.
+func undoLabel(a tune.Action) string {
+	switch a.Kind {
+	case tune.KindSysctl:
+		return sysctlName(a.Path)
+	case tune.KindModuleParam, tune.KindFile:
+		return a.Path
+	case tune.KindNft:
+		return "delete what the nft batch added"
+	case tune.KindIptables:
+		return strings.Join(a.UndoArgv, " ")
+	}
+	return a.Kind
+}

@@ -115,7 +115,7 @@ func undoLocked(_ context.Context, j *Journal, opt Options, stateDir string, isR
 	if err := writeJournal(stateDir, j); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "%s apply %s (%s) on %s:\n", strings.ToUpper(verb[:1])+verb[1:], j.ID, j.Summary, t.name)
+	fmt.Fprintf(out, "%s apply %s (%s) on %s:\n", strings.ToUpper(verb[:1])+verb[1:], j.ID, j.Summary, t.where())
 	n, notes, err := undo(t, j, stateDir, opt.Force, out)
 	for _, s := range notes {
 		j.event("%s", s)
@@ -176,9 +176,6 @@ func journalTarget(j *Journal) (*target, error) {
 		t.name = "root " + t.root
 	default:
 		t.name = fmt.Sprintf("netns %s [%d]", t.ns.Spec, t.ns.Inode)
-		if !t.live {
-			t.name += " · root " + t.root
-		}
 	}
 	return t, nil
 }

@@ -88,7 +88,7 @@ func run(ctx context.Context, c *Checked, opt Options, stateDir string) (*Result
 		}
 		r := &j.Actions[i]
 		step := c.Plan.Steps[x.step]
-		fmt.Fprintf(out, "  step %d/%d %s: ", x.step+1, len(c.Plan.Steps), step.Title)
+		fmt.Fprintf(out, "  step %d/%d %s: %s: ", x.step+1, len(c.Plan.Steps), step.Title, label(x.a))
 		hp := HookPoint{Phase: "before", Index: k, Step: x.step, Action: x.action}
 		err := ctx.Err()
 		if err == nil {

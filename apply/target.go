@@ -37,6 +37,14 @@ type target struct {
 	name string   // for messages: "netns web1 [4026532315]"
 }
 
+// where names the namespace and, for a fake root, the root.
+func (t *target) where() string {
+	if !t.live && t.ns.Path != "" {
+		return t.name + " · root " + t.root
+	}
+	return t.name
+}
+
 // resolveTarget finds the namespace a plan names, under the given root.
 func resolveTarget(spec, root string) (*target, error) {
 	if root == "" {
@@ -80,9 +88,6 @@ func resolveTarget(spec, root string) (*target, error) {
 	}
 	t.ns.Path, t.ns.Inode = ns.Path, ns.Inode
 	t.name = fmt.Sprintf("netns %s [%d]", ns.Name, ns.Inode)
-	if !t.live {
-		t.name += " · root " + abs
-	}
 	return t, nil
 }
 

@@ -38,7 +38,7 @@ func undo(t *target, j *Journal, stateDir string, force bool, out io.Writer) (n 
 		r := &j.Actions[i]
 		a := j.Plan.Steps[r.Step].Actions[r.Action]
 		step := j.Plan.Steps[r.Step]
-		fmt.Fprintf(out, "  undo step %d/%d %s: ", r.Step+1, len(j.Plan.Steps), step.Title)
+		fmt.Fprintf(out, "  undo step %d/%d %s: %s: ", r.Step+1, len(j.Plan.Steps), step.Title, undoLabel(a))
 		note, err := u.action(j, r, a)
 		if err != nil {
 			if errors.Is(err, ErrDrift) {

@@ -160,4 +160,3 @@ func Watchdog(ctx context.Context, stateDir, id string, out io.Writer) error {
 	logf("reverted and verified: %d actions restored", res.Changed)
 	return nil
 }
-
