@@ -646,7 +646,7 @@ func committedCapture(t *testing.T) (pcap, pcapng []byte, kernel ctTable) {
 }
 
 // readCapFrames reads the frames of an Ethernet pcap.
-func readCapFrames(t *testing.T, b []byte) []capFrame {
+func readCapFrames(t testing.TB, b []byte) []capFrame {
 	t.Helper()
 	r, err := pcapgo.NewReader(bytes.NewReader(b))
 	if err != nil {
@@ -700,7 +700,7 @@ func TestReplayCommittedCapture(t *testing.T) {
 }
 
 // relink rewrites Ethernet frames for another link type.
-func relink(t *testing.T, frames []capFrame, lt int) []capFrame {
+func relink(t testing.TB, frames []capFrame, lt int) []capFrame {
 	t.Helper()
 	out := make([]capFrame, len(frames))
 	for i, f := range frames {
