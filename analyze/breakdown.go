@@ -58,11 +58,16 @@ type Breakdown struct {
 	IdleEstablished int64 `json:"idle_established"`
 	// DistinctSources is the number of distinct original source addresses.
 	DistinctSources int64 `json:"distinct_sources"`
+	// TopTuples counts TCP entries per source address, destination address
+	// and destination port, largest first: what shows a client running out
+	// of local ports.
+	TopTuples []TupleCount `json:"top_tuples"`
 }
 
 // Accumulator builds a Breakdown one flow at a time. Its memory grows with
 // the number of distinct addresses and services, never with the number of
-// entries, and no flow is retained. Make one with NewAccumulator.
+// entries (the per-tuple counts are bounded, see tupleSummary), and no flow
+// is retained. Make one with NewAccumulator.
 type Accumulator struct {
 	TopN int // rows in the top tables (default 10)
 
@@ -86,6 +91,7 @@ type Accumulator struct {
 	zones                      map[uint16]int64
 	marks                      map[uint32]int64
 	marksOther                 int64
+	tuples                     tupleSummary
 }
 
 type svc struct{ count, loopback, timeWait, unreplied int64 }
@@ -104,6 +110,7 @@ func NewAccumulator() *Accumulator {
 		services: make(map[uint32]*svc),
 		zones:    make(map[uint16]int64),
 		marks:    make(map[uint32]int64),
+		tuples:   newTupleSummary(),
 	}
 }
 
@@ -156,6 +163,7 @@ func (a *Accumulator) Add(f *conntrack.Flow) {
 		if st == uint8(conntrack.TCPEstablished) && a.IdleAfter > 0 && f.Timeout < a.IdleAfter && f.Timeout > a.IdleAbove {
 			a.idle++
 		}
+		a.tuples.add(tupleKey{src: f.Orig.Src.As16(), dst: f.Orig.Dst.As16(), port: f.Orig.DstPort}, timeWait)
 	}
 	i := 0
 	for i < len(ttlBounds) && f.Timeout >= ttlBounds[i] {
@@ -252,6 +260,7 @@ func (a *Accumulator) Merge(b *Accumulator) {
 		a.marks[k] += v
 	}
 	a.marksOther += b.marksOther
+	a.tuples.merge(&b.tuples)
 }
 
 func topAddrs(m4 map[uint32]uint32, m6 map[[16]byte]uint32, n int) []AddrCount {
@@ -321,6 +330,7 @@ func (a *Accumulator) Breakdown() Breakdown {
 		},
 		TopSources:      topAddrs(a.src4, a.src6, n),
 		TopDestinations: topAddrs(a.dst4, a.dst6, n),
+		TopTuples:       a.tuples.top(n),
 	}
 	for i, c := range a.l3 {
 		if c > 0 {

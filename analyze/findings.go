@@ -16,7 +16,7 @@ type rule func(*ruleContext) *Finding
 var rules = []rule{
 	ruleTableFull, ruleTableNearFull, ruleNetNSNearFull,
 	ruleInsertFailed, ruleChainTooLong, ruleHashChainsLong, ruleMaxBucketsRatio,
-	ruleUnrepliedFlood, ruleTimeWaitDominant, ruleLoopbackTracked, ruleBusyPort,
+	ruleUnrepliedFlood, ruleTimeWaitDominant, ruleLocalPortsExhausted, ruleLoopbackTracked, ruleBusyPort,
 	ruleEstablishedTimeoutLong, ruleLegacy, ruleKubeProxy, ruleStatsUnavailable,
 }
 
@@ -26,6 +26,7 @@ type ruleContext struct {
 	kv       KernelVersion
 	perEntry int64
 	now      time.Time
+	size     *Sizing // the report's sizing proposal, see sizing()
 }
 
 func severityRank(s string) int {
@@ -153,25 +154,12 @@ func (c *ruleContext) setHashsize(buckets int64, note string) string {
 		buckets, mod, note, mod, buckets, mod, mod, buckets)
 }
 
-// resizeFixes are the commands that size the table for a new max: max and
-// (modern default) as many buckets as entries, with the memory it costs.
-func (c *ruleContext) resizeFixes(newMax int64) []string {
-	buckets := newMax
-	if c.snap.Settings.Legacy || !c.kv.AtLeast(5, 15) {
-		buckets = newMax / 4
-	}
-	mem := TableMemory(newMax, buckets, c.perEntry)
-	fixes := append(c.setSysctl("max", newMax), c.setHashsize(buckets, "buckets"))
-	fixes[0] += fmt.Sprintf("   # costs up to %s of kernel memory when full", HumanBytes(mem))
-	return fixes
-}
-
 // notrackFixes returns nft and iptables commands that stop tracking what
 // match selects (an nft match for the prerouting and output chains and the
 // iptables equivalents), always with the UNTRACKED accept rule first.
 func notrackFixes(nftIn, nftOut, iptIn, iptOut string) []string {
 	return []string{
-		"# nftables: accept untracked packets BEFORE any 'ct state' rule, or they stop matching (seed 000's outage)",
+		"# nftables: accept untracked packets BEFORE any 'ct state' rule: untracked packets match neither 'ct state established,related' nor 'ct state new', so without this rule the firewall's default policy drops the traffic you exempt",
 		"nft insert rule inet filter input ct state untracked accept   # for each input/forward chain with ct state rules",
 		"nft add table inet ctdoctor_raw",
 		"nft add chain inet ctdoctor_raw prerouting '{ type filter hook prerouting priority raw; }'",

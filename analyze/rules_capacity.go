@@ -74,14 +74,9 @@ func ruleTableFull(c *ruleContext) *Finding {
 	if stale > 0 {
 		ev["log_events_before_netns_created"] = stale
 	}
-	peak := t.Count
-	if peak < t.Max {
-		peak = t.Max
-	}
-	newMax := SuggestMax(peak, t.Max)
 	fixes := []string{"# 1. find what fills the table (the breakdown above) and stop tracking what needs no state — see the other findings"}
-	fixes = append(fixes, "# 2. give the table room: raise the limit (only postpones the problem if the cause keeps growing — seed 000)")
-	fixes = append(fixes, c.resizeFixes(newMax)...)
+	fixes = append(fixes, "# 2. give the table room (this only buys time while whatever fills the table keeps growing: a bigger table fills up later, it does not stop the cause):")
+	fixes = append(fixes, c.limitFixes()...)
 	fixes = append(fixes, "# 3. shorten the timeouts of the states that dominate (see timewait-dominant / established-timeout-long / unreplied-flood)")
 	return &Finding{ID: "table-full", Severity: sev, Summary: summary, Evidence: ev,
 		Explanation: "Every connection the kernel tracks takes one entry in the conntrack table, which has a fixed limit " +
@@ -94,20 +89,19 @@ func ruleTableFull(c *ruleContext) *Finding {
 
 func ruleTableNearFull(c *ruleContext) *Finding {
 	t := c.r.Table
-	if t.Max <= 0 || t.Count < 0 || t.Count >= t.Max || t.Usage < 0.75 {
+	if t.Max <= 0 || t.Count < 0 || t.Count >= t.Max || t.Usage < nearFullUsage {
 		return nil
 	}
 	sev := Warning
 	if t.Usage >= 0.9 {
 		sev = Critical
 	}
-	newMax := SuggestMax(t.Count, t.Max)
 	return &Finding{ID: "table-near-full", Severity: sev,
 		Summary:  fmt.Sprintf("table %s full (%d of %d): a traffic burst will start dropping packets", pct(t.Usage), t.Count, t.Max),
 		Evidence: map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage), "early_drop": c.r.Stats.EarlyDrop},
 		Explanation: "The table is close to its limit. Once it is full, new connections are dropped unless an entry without " +
 			"a reply can be evicted. Common alerting thresholds are 75% (node-mixin) and 90%/95% (netdata).",
-		Fixes: append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.resizeFixes(newMax)...)}
+		Fixes: append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.limitFixes()...)}
 }
 
 func ruleNetNSNearFull(c *ruleContext) *Finding {
@@ -118,7 +112,7 @@ func ruleNetNSNearFull(c *ruleContext) *Finding {
 			continue
 		}
 		u := float64(ns.Count) / float64(ns.Max)
-		if u < 0.75 {
+		if u < nearFullUsage {
 			continue
 		}
 		s := Warning
@@ -139,9 +133,9 @@ func ruleNetNSNearFull(c *ruleContext) *Finding {
 		Explanation: "Each network namespace (container, pod, VRF) counts its own entries, but all of them are compared with the " +
 			"single global nf_conntrack_max. One busy container can hit the limit and drop its packets while the host's " +
 			"own count looks small — which is why host-level monitoring misses it.",
-		Fixes: []string{fmt.Sprintf("ctdoctor --netns %s   # diagnose that namespace: what fills it", nsArg(worst[0])),
-			"# raise the global limit in the initial namespace (it applies to every namespace):",
-			"sysctl -w net.netfilter.nf_conntrack_max=" + itoa(SuggestMax(c.snap.AllNetNS[0].Max, c.snap.AllNetNS[0].Max))}}
+		Fixes: append([]string{fmt.Sprintf("ctdoctor --netns %s   # diagnose that namespace: what fills it", nsArg(worst[0])),
+			"# or raise the global limit, in the initial namespace (it applies to every namespace):"},
+			c.limitFixes()...)}
 }
 
 func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }

@@ -37,14 +37,18 @@ func ruleChainTooLong(c *ruleContext) *Finding {
 		return nil
 	}
 	t := c.r.Table
+	fixes := []string{"# give the hash table as many buckets as the table has entries:", c.bucketsFix()}
+	if fixes[1] == "" {
+		fixes = []string{"# the hash already has a bucket per allowed entry: chains this long mean colliding tuples, a hash-flooding attack (or an unkeyed hash on a very old kernel)",
+			"# find the sources that fill the table (top sources above) and drop or rate-limit them at the edge"}
+	}
 	return &Finding{ID: "chain-too-long", Severity: Warning,
 		Summary:  fmt.Sprintf("%d inserts refused because a hash chain was too long", s.ChainTooLong),
 		Evidence: map[string]any{"chaintoolong": s.ChainTooLong, "insert_failed": s.InsertFailed, "buckets": t.Buckets, "count": t.Count},
 		Explanation: "The kernel refuses to add an entry to a hash bucket whose chain is already longer than a random limit " +
 			"(about 50–80 entries) and drops the packet. With a keyed hash this only happens when the table has far too few " +
 			"buckets for its entries, or when someone crafts colliding tuples (a hash-flooding attack).",
-		Fixes: append([]string{"# give the hash table as many buckets as the table has entries:"},
-			c.setHashsize(roundUp(max(t.Max, t.Count), 512), ""))}
+		Fixes: fixes}
 }
 
 func ruleHashChainsLong(c *ruleContext) *Finding {
@@ -62,13 +66,17 @@ func ruleHashChainsLong(c *ruleContext) *Finding {
 	if chain >= 8 {
 		sev = Warning
 	}
+	fix := c.bucketsFix()
+	if fix == "" {
+		return nil // more buckets than the proposal: nothing to change
+	}
 	return &Finding{ID: "hash-chains-long", Severity: sev,
 		Summary:  fmt.Sprintf("hash chains average %.1f nodes (%d entries in %d buckets): every packet's lookup walks them", chain, t.Count, t.Buckets),
 		Evidence: map[string]any{"count": t.Count, "buckets": t.Buckets, "entries_per_bucket": round3(t.EntriesPerBucket), "avg_chain_nodes": round3(chain), "search_restart": c.r.Stats.SearchRestart},
 		Explanation: "Entries live in a hash table of `buckets` chains, and every entry is hashed twice (once per direction). " +
 			"Each packet's lookup walks one chain, so long chains cost CPU on every packet. The older advice of keeping the " +
-			"count under 2/3 of the buckets (seed 001) aims at the same thing; since 5.15 the kernel's own default is one bucket per entry.",
-		Fixes: []string{c.setHashsize(roundUp(max(t.Max, t.Count), 512), "")}}
+			"count under 2/3 of the buckets aims at the same thing; since 5.15 the kernel's own default is one bucket per entry.",
+		Fixes: []string{fix}}
 }
 
 func ruleMaxBucketsRatio(c *ruleContext) *Finding {
@@ -84,9 +92,16 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 	if ratio >= 4 {
 		sev = Warning
 	}
-	reason := "a table sized for max entries"
-	if !c.kv.AtLeast(5, 15) && c.kv.Known() {
-		reason = "the pre-5.15 default (max = 4 × buckets)"
+	fix := c.bucketsFix()
+	if fix == "" {
+		return nil
+	}
+	reason := "a limit raised without the hash size (or the hash size given at boot, which makes max 8 × buckets)"
+	switch {
+	case c.snap.Settings.Legacy:
+		reason = "the ip_conntrack default (max = 8 × buckets)"
+	case !c.kv.AtLeast(5, 15) && c.kv.Known():
+		reason = "the pre-5.15 default (max = 4 × buckets), or a limit raised without the hash size"
 	}
 	return &Finding{ID: "max-buckets-ratio", Severity: sev,
 		Summary: fmt.Sprintf("max is %.0f× the bucket count (%d / %d): a full table has chains of ~%.0f nodes", ratio, t.Max, t.Buckets, 2*ratio),
@@ -94,8 +109,9 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 			"default_buckets": t.DefaultBuckets, "default_max": t.DefaultMax},
 		Explanation: "This is " + reason + ". Since Linux 5.15 the kernel sizes the hash with one bucket per allowed entry, " +
 			"so a full table keeps chains at about 2 nodes. A higher ratio saves 8 bytes per bucket but makes every lookup " +
-			"walk longer chains when the table fills up. The seeds' 'hashsize = max / 4' formula predates this change.",
-		Fixes: []string{c.setHashsize(roundUp(t.Max, 512), HumanBytes((roundUp(t.Max, 512)-roundUp(t.Buckets, 512))*8)+" more kernel memory")}}
+			"walk longer chains when the table fills up. The common advice 'hashsize = max / 4' (or max / 8) dates from kernels " +
+			"that sized the table that way; it is not a requirement.",
+		Fixes: []string{fix}}
 }
 
 func ruleStatsUnavailable(c *ruleContext) *Finding {

@@ -64,18 +64,33 @@ func ruleTimeWaitDominant(c *ruleContext) *Finding {
 			svc = append(svc, map[string]any{"proto": s.Proto, "port": s.Port, "time_wait": s.TimeWait, "loopback": s.Loopback})
 		}
 	}
+	ev := map[string]any{"time_wait": tw, "total": b.Total, "share": round3(share(tw, b.Total)),
+		"tcp_timeout_time_wait": twTimeout, "services": svc}
+	// Little's law: entries = rate × lifetime. It gives the rate only while
+	// every TIME_WAIT entry lives its full timeout; when a client has run out
+	// of local ports, new connections reuse (and end) TIME_WAIT entries
+	// early and the count stays flat, so count / timeout is a lower bound.
 	rateEst := ""
-	if twTimeout > 0 {
+	capped, size := c.portCappedTuples()
+	switch {
+	case twTimeout <= 0:
+	case len(capped) > 0:
+		rateEst = fmt.Sprintf(" — at least %d closed connections per second (a lower bound: %s → %s:%d fills all %d local ports, so new connections reuse TIME_WAIT tuples; see local-ports-exhausted)",
+			tw/twTimeout, capped[0].Src, capped[0].Dst, capped[0].Port, size)
+		ev["closed_per_second_at_least"] = tw / twTimeout
+	default:
 		rateEst = fmt.Sprintf(" — about %d closed connections per second", tw/twTimeout)
+		ev["closed_per_second"] = tw / twTimeout
 	}
 	return &Finding{ID: "timewait-dominant", Severity: sev,
-		Summary: fmt.Sprintf("%s of entries are TIME_WAIT (%d): short-lived connections%s", pct(share(tw, b.Total)), tw, rateEst),
-		Evidence: map[string]any{"time_wait": tw, "total": b.Total, "share": round3(share(tw, b.Total)),
-			"tcp_timeout_time_wait": twTimeout, "services": svc},
+		Summary:  fmt.Sprintf("%s of entries are TIME_WAIT (%d): short-lived connections%s", pct(share(tw, b.Total)), tw, rateEst),
+		Evidence: ev,
 		Explanation: "A closed TCP connection stays in the table as TIME_WAIT for nf_conntrack_tcp_timeout_time_wait (120 s by " +
 			"default, twice the socket's own 60 s TIME_WAIT). A server that opens a new connection per request — nginx to a " +
-			"local upstream without keepalive is the classic case (seed 001: over 90% TIME_WAIT) — fills the table with " +
-			"connections that are already over. The steady count is connection rate × timeout.",
+			"local upstream without keepalive is the classic case, with over 90% of the table in TIME_WAIT — fills the table with " +
+			"connections that are already over. The steady count is connection rate × timeout, as long as the clients have " +
+			"local ports to spare: a client that has used up its local port range to one destination reuses TIME_WAIT tuples, " +
+			"and the count stops growing with the rate.",
 		Fixes: append(append([]string{"# reuse connections: nginx 'keepalive 32;' in the upstream block plus proxy_http_version 1.1 and an empty Connection header"},
 			c.setSysctl("tcp_timeout_time_wait", 30)...),
 			"# or stop tracking the busy path entirely (see loopback-tracked / busy-port-tracked)")}
@@ -101,8 +116,9 @@ func ruleLoopbackTracked(c *ruleContext) *Finding {
 		Evidence: map[string]any{"loopback": b.Loopback, "total": b.Total, "share": round3(share(b.Loopback, b.Total)), "services": svc},
 		Explanation: "Connections on the loopback interface (nginx to an upstream on the same host, a local database, " +
 			"health checks) never cross a firewall or NAT, yet each one takes a table entry — often half the table on a web " +
-			"server (seeds 000 and 001). NOTRACK in the raw table exempts them. Packets that are not tracked no longer match " +
-			"`ct state new` / `--state NEW` rules, so an `UNTRACKED accept` rule must come first, or the service goes down.",
+			"server. NOTRACK in the raw table exempts them. Untracked packets no longer match `ct state established,related` or " +
+			"`ct state new` rules (`--state NEW`, `--state RELATED,ESTABLISHED`): without an accept rule for untracked packets " +
+			"ahead of them, the traffic you exempted falls through to the firewall's default policy and is dropped — the service goes down.",
 		Fixes: notrackFixes("iif lo", "oif lo", "-i lo", "-o lo")}
 }
 
@@ -132,11 +148,20 @@ func ruleBusyPort(c *ruleContext) *Finding {
 		Summary:  fmt.Sprintf("%s/%d holds %s of the table (%d entries)", top.Proto, top.Port, pct(share(top.Count, b.Total)), top.Count),
 		Evidence: map[string]any{"proto": top.Proto, "port": top.Port, "count": top.Count, "share": round3(share(top.Count, b.Total)), "time_wait": top.TimeWait, "unreplied": top.Unreplied},
 		Explanation: "One service accounts for a large part of the table. If this host does not NAT that traffic and its firewall " +
-			"rules for the port do not depend on connection state, NOTRACK for the port frees all of those entries (seed 000). " +
-			"Check first: NATed traffic (Docker published ports, Kubernetes services) must stay tracked.",
+			"rules for the port do not depend on connection state, NOTRACK for the port frees all of those entries. " +
+			"Check first: NATed traffic (Docker published ports, Kubernetes services) must stay tracked, and untracked packets " +
+			"match no `ct state` rule, so the accept rule for them must come first.",
 		Fixes: notrackFixes(top.Proto+" dport "+port, top.Proto+" sport "+port,
 			"-p "+top.Proto+" --dport "+port, "-p "+top.Proto+" --sport "+port)}
 }
+
+// idleMinShare is the share of the listed entries that ESTABLISHED
+// entries idle beyond the keepalive window must reach (and minEntries the
+// number) for established-timeout-long to fire. The 5-day default is the
+// kernel's everywhere; it is worth a finding only where it visibly fills
+// the table with dead connections: 5% of the entries is what shortening the
+// timeout would at least free, below that the change is not worth making.
+const idleMinShare = 0.05
 
 func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
 	est, ok := c.snap.Settings.Timeouts["tcp_timeout_established"]
@@ -145,20 +170,23 @@ func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
 		return nil
 	}
 	b := c.r.Breakdown
+	idle := b.IdleEstablished
+	if idle < minEntries || share(idle, b.Total) < idleMinShare {
+		return nil
+	}
 	estN := b.TCPState["ESTABLISHED"]
 	sev := Info
-	if c.r.Table.Usage >= 0.5 && share(estN, b.Total) >= 0.3 {
+	if c.r.Table.Usage >= 0.5 && share(idle, b.Total) >= 0.3 {
 		sev = Warning
 	}
-	ev := map[string]any{"tcp_timeout_established": est, "established": estN, "idle_established": b.IdleEstablished}
+	ev := map[string]any{"tcp_timeout_established": est, "established": estN, "idle_established": idle,
+		"idle_share": round3(share(idle, b.Total)), "total": b.Total}
 	sum := fmt.Sprintf("ESTABLISHED entries live %s without traffic", durationWords(est))
 	if ka > 0 {
 		ev["tcp_keepalive_total"] = ka
 		sum += fmt.Sprintf("; TCP keepalive gives up after %s", durationWords(ka))
 	}
-	if b.IdleEstablished > 0 {
-		sum += fmt.Sprintf(" — %d entries have been idle longer than that", b.IdleEstablished)
-	}
+	sum += fmt.Sprintf(" — %d entries (%s of the table) have been idle longer than that", idle, pct(share(idle, b.Total)))
 	newEst := int64(86400)
 	if ka > 0 && 2*ka > newEst {
 		newEst = 2 * ka
@@ -166,7 +194,7 @@ func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
 	return &Finding{ID: "established-timeout-long", Severity: sev, Summary: sum, Evidence: ev,
 		Explanation: "An ESTABLISHED entry is removed only after nf_conntrack_tcp_timeout_established seconds without a packet " +
 			"(5 days by default). When a peer vanishes (crash, NAT or firewall timeout, a keepalive that gave up) no FIN or RST " +
-			"is seen and the entry lingers for the full 5 days (seeds 001 and 004). Any value well above the keepalive window " +
+			"is seen and the entry lingers for the full 5 days, long after both ends forgot the connection. Any value well above the keepalive window " +
 			"(keepalive_time + intvl × probes) keeps dead connections around.",
 		Fixes: c.setSysctl("tcp_timeout_established", newEst)}
 }

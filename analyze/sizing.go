@@ -1,8 +1,11 @@
 package analyze
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/ctdoctor/ctdoctor/host"
 )
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
@@ -48,7 +51,7 @@ func (v KernelVersion) Known() bool { return v.Major > 0 }
 //
 // Legacy ip_conntrack kernels (RHEL/CentOS 5's 2.6.18) used 16-byte list
 // heads and max = 8 × buckets, with 8192 buckets above 1 GiB — 32 entries
-// per MB of RAM on x86-64 below that (seed 004's 16640 on ~520 MiB).
+// per MB of RAM on x86-64 below that (16640 on a CentOS 5 box with ~520 MiB).
 func DefaultSizing(v KernelVersion, memBytes uint64, legacy bool) (buckets, maxEntries int64) {
 	const gib = 1 << 30
 	if legacy {
@@ -122,4 +125,178 @@ func SuggestMax(peak, current int64) int64 {
 		want = current
 	}
 	return want
+}
+
+// nearFullUsage is the share of nf_conntrack_max at which a table counts as
+// nearly full (table-near-full, netns-near-full, and the sizing proposal).
+const nearFullUsage = 0.75
+
+// Sizing is the one proposal a report makes for the table's limit
+// (nf_conntrack_max) and its hash size (buckets, the hashsize module
+// parameter). It is computed once per report, and every finding that sets
+// either uses it, so one report never gives two values for one setting.
+// Neither value is ever below the host's current one: the limit is raised
+// only when the table is, or was, under pressure, and the buckets only to
+// one per allowed entry.
+type Sizing struct {
+	CurrentMax     int64 `json:"current_max"`     // -1 when unknown
+	CurrentBuckets int64 `json:"current_buckets"` // -1 when unknown
+	// Max is the proposed limit: CurrentMax when it need not change.
+	Max int64 `json:"max"`
+	// Buckets is the proposed hash size: CurrentBuckets when it need not change.
+	Buckets int64 `json:"buckets"`
+	// Peak is the number of entries the new limit is sized for (0 when the
+	// limit need not change); MaxReason says where it comes from.
+	Peak      int64  `json:"peak,omitempty"`
+	MaxReason string `json:"max_reason,omitempty"`
+	// BucketsReason says why the hash gets Buckets buckets.
+	BucketsReason string `json:"buckets_reason,omitempty"`
+	// PerEntryBytes is the memory one entry takes (slab size, else object
+	// size rounded to 8, else 256).
+	PerEntryBytes int64 `json:"per_entry_bytes"`
+	// MemoryAtMaxBytes is the kernel memory of a full table at the proposed
+	// sizes (Max entries and Buckets buckets); RAMShare is that share of
+	// the host's RAM (0 when unknown).
+	MemoryAtMaxBytes int64   `json:"memory_at_max_bytes"`
+	RAMShare         float64 `json:"ram_share,omitempty"`
+}
+
+// RaiseMax reports whether the proposal changes nf_conntrack_max.
+func (z *Sizing) RaiseMax() bool { return z.Max > 0 && z.Max != z.CurrentMax }
+
+// RaiseBuckets reports whether the proposal changes the hash size.
+func (z *Sizing) RaiseBuckets() bool { return z.Buckets > 0 && z.Buckets != z.CurrentBuckets }
+
+// ProposeSizing returns the sizing proposal of a report (the one its
+// findings' fixes use).
+func ProposeSizing(s *host.Snapshot, r *Report) Sizing {
+	c := &ruleContext{snap: s, r: r, kv: ParseKernelVersion(s.Kernel),
+		perEntry: slabOrDefault(s.Settings.SlabSize, s.Settings.ObjectSize), now: r.GeneratedAt}
+	return *c.sizing()
+}
+
+// sizing returns the report's sizing proposal, computing it on first use.
+func (c *ruleContext) sizing() *Sizing {
+	if c.size == nil {
+		z := c.proposeSizing()
+		c.size = &z
+	}
+	return c.size
+}
+
+func (c *ruleContext) proposeSizing() Sizing {
+	t := c.r.Table
+	z := Sizing{CurrentMax: t.Max, CurrentBuckets: t.Buckets, Max: t.Max, Buckets: t.Buckets, PerEntryBytes: c.perEntry}
+	// The most entries the table has had to hold, and why we know.
+	var peak int64
+	why := ""
+	consider := func(n int64, reason string) {
+		if n > peak {
+			peak, why = n, reason
+		}
+	}
+	if t.Max > 0 && t.Count >= t.Max {
+		consider(t.Count, fmt.Sprintf("the table is full, %d entries for a limit of %d", t.Count, t.Max))
+	}
+	mine, unattributed, _ := c.nsLogEvents()
+	if events := mine + unattributed; c.r.Stats.Drop > 0 || events > 0 {
+		var seen []string
+		if c.r.Stats.Drop > 0 {
+			seen = append(seen, fmt.Sprintf("%d packets dropped", c.r.Stats.Drop))
+		}
+		if events > 0 {
+			seen = append(seen, fmt.Sprintf("%d \"table full\" kernel log events", events))
+		}
+		consider(max(t.Max, t.Count), "the table reached its limit: "+strings.Join(seen, ", "))
+	}
+	if t.Max > 0 && t.Count >= 0 && t.Usage >= nearFullUsage {
+		consider(t.Count, fmt.Sprintf("the table is %s full", pct(t.Usage)))
+	}
+	for _, ns := range c.snap.AllNetNS {
+		if ns.Max > 0 && ns.Error == "" && float64(ns.Count) >= nearFullUsage*float64(ns.Max) {
+			consider(ns.Count, fmt.Sprintf("network namespace %s holds %d entries of the global limit %d", ns.Name, ns.Count, ns.Max))
+		}
+	}
+	if peak > 0 {
+		if m := SuggestMax(peak, t.Max); m > t.Max {
+			z.Max, z.Peak = m, peak
+			z.MaxReason = fmt.Sprintf("twice the peak of %d entries (%s), rounded up to a power of two", peak, why)
+			if t.Max <= 0 {
+				z.MaxReason += "; the current limit is unknown: keep it if it is already higher"
+			}
+		}
+	}
+	// One bucket per allowed entry (and at least one per listed entry).
+	want := max(z.Max, t.Count)
+	if want > 0 {
+		want = roundUp(want, 512)
+	}
+	if want > t.Buckets {
+		z.Buckets = want
+		limit := "the limit"
+		if z.RaiseMax() {
+			limit = "the new limit"
+		}
+		z.BucketsReason = fmt.Sprintf("one bucket per entry of %s, as Linux 5.15 and later size the hash: a full table keeps chains at about 2 nodes", limit)
+		if z.Max <= 0 {
+			z.BucketsReason = "one bucket per entry listed (the limit is unknown)"
+		} else if c.kv.Known() && !c.kv.AtLeast(5, 15) {
+			z.BucketsReason += "; this kernel's own default is 4 entries per bucket, but nothing requires it"
+		}
+	}
+	if z.Max > 0 {
+		z.MemoryAtMaxBytes = TableMemory(z.Max, z.Buckets, c.perEntry)
+		if c.snap.MemBytes > 0 {
+			z.RAMShare = float64(z.MemoryAtMaxBytes) / float64(c.snap.MemBytes)
+		}
+	}
+	return z
+}
+
+// memoryNote says what a full table costs at the proposed sizes.
+func (z *Sizing) memoryNote() string {
+	s := fmt.Sprintf("up to %s of kernel memory when full (%d B per entry + 8 B per bucket", HumanBytes(z.MemoryAtMaxBytes), z.PerEntryBytes)
+	if z.RAMShare > 0 {
+		s += fmt.Sprintf(", %s of RAM", pct(z.RAMShare))
+	}
+	return s + ")"
+}
+
+// limitFixes returns the commands that give the table the proposed limit
+// and hash size, saying why and what it costs. It returns nil when the
+// proposal keeps the limit.
+func (c *ruleContext) limitFixes() []string {
+	z := c.sizing()
+	if !z.RaiseMax() {
+		return nil
+	}
+	cur := "an unknown limit"
+	if z.CurrentMax > 0 {
+		cur = fmt.Sprintf("%d", z.CurrentMax)
+	}
+	fixes := []string{fmt.Sprintf("# raise the limit from %s to %d entries: %s", cur, z.Max, z.MaxReason)}
+	set := c.setSysctl("max", z.Max)
+	set[0] += "   # " + z.memoryNote()
+	fixes = append(fixes, set...)
+	if z.RaiseBuckets() {
+		fixes = append(fixes, c.bucketsFix())
+	}
+	return fixes
+}
+
+// bucketsFix returns the command that gives the hash the proposed number
+// of buckets, or "" when the proposal keeps it.
+func (c *ruleContext) bucketsFix() string {
+	z := c.sizing()
+	if !z.RaiseBuckets() {
+		return ""
+	}
+	note := "one bucket per entry"
+	if z.RaiseMax() {
+		note += fmt.Sprintf(" of the new limit %d", z.Max)
+	}
+	if z.CurrentBuckets > 0 {
+		note += fmt.Sprintf(", %s more kernel memory", HumanBytes((roundUp(z.Buckets, 512)-roundUp(z.CurrentBuckets, 512))*8))
+	}
+	return c.setHashsize(z.Buckets, note)
 }

@@ -1,0 +1,63 @@
+// Package ruleset reads a network namespace's real firewall and plans
+// NOTRACK changes that cannot take a service down.
+//
+// Stopping connection tracking for traffic that needs none (loopback, a
+// busy local service) frees conntrack table entries, but untracked packets
+// have the state UNTRACKED: they no longer match `ct state
+// established,related` or `ct state new` (iptables' --state NEW,
+// ESTABLISHED). Adding NOTRACK to a stateful firewall without first
+// accepting untracked packets drops the traffic — the classic outage. This
+// package does it in the right order, in the tables the operator really
+// has.
+//
+// [Read] reads the live ruleset of a namespace (the caller's, a name in
+// /run/netns, a path or a PID): nftables over netlink with
+// github.com/google/nftables (tables, chains with hook, priority, policy
+// and type, rules with handles, decoded into conditions and actions), and
+// the iptables and ip6tables rules of both backends from
+// iptables-legacy-save and iptables-nft-save, parsed by [ParseSave].
+// Tables that iptables-nft manages show up in the nft listing too; they
+// are marked [BackendIptablesNft] and only ever changed with iptables-nft.
+//
+// [PlanNotrack] turns a [Selector] (loopback, or one service: protocol and
+// port) into a [Plan]: ordered steps with exact commands, what each does
+// and why, and the commands that undo it. It puts an accept of untracked
+// packets before the first rule that looks at conntrack in every filter
+// chain those packets cross, and the NOTRACK rules in ctdoctor's own nft
+// table (inet ctdoctor_notrack_lo, …) at priority -300 on prerouting and
+// output. Commands carry the namespace prefix (`ip netns exec NAME`), so
+// pasted on the host they change the namespace and not the host; the nft
+// part is one `nft -f -` batch, applied completely or not at all. A plan
+// for a ruleset that already does it is empty. [WriteScript] renders a
+// plan as a reviewable shell script.
+//
+// # Errors
+//
+// Read: without CAP_NET_ADMIN (or CAP_SYS_ADMIN to enter a namespace) the
+// error wraps [ErrPermission]; a namespace that does not exist is an error
+// listing the named ones. A missing backend, or a kernel without
+// nf_tables, is not an error: it becomes one of [Ruleset.Warnings].
+//
+// PlanNotrack: a bad selector or target is a plain error. Traffic that
+// must stay tracked gives a [*RefusedError], which matches [ErrRefused]
+// and its reason: [ErrNATed] (a masquerade, snat, dnat or redirect rule may
+// apply to it), [ErrHelper] (a rule attaches a conntrack helper to it),
+// [ErrRestricted] (the firewall opens the port only to some sources). A
+// ruleset the planner cannot write safe commands for wraps
+// [ErrUnsupported]; a half-present ctdoctor table wraps [ErrConflict].
+//
+// ParseSave: malformed or truncated iptables-save text is an error naming
+// the line.
+//
+// # What it assumes
+//
+// Rules are decoded into conditions on interface, protocol, ports, local
+// destination and conntrack state. Any other match (addresses, marks,
+// sets of unknown type, xt matches) counts as "may or may not match": it
+// never makes the planner believe traffic is accepted or untracked when it
+// may not be, and it makes NAT and helper rules count as applying. The nft
+// listing is made of several netlink dumps, not one snapshot: a ruleset
+// changed while it is read may be seen half old, half new; the handles in
+// the nft batch then make it fail as a whole rather than apply to the
+// wrong rule.
+package ruleset

@@ -1,0 +1,294 @@
+package ruleset
+
+import "strings"
+
+// tri is a three-valued truth: whether a rule's match holds for every
+// packet of a class (yes), for none (no), or it cannot be told (maybe).
+type tri int8
+
+const (
+	no tri = iota
+	maybe
+	yes
+)
+
+func and(a, b tri) tri { return min(a, b) }
+
+func not(a tri) tri { return yes - a }
+
+// class describes a set of packets by what is known of them at a hook.
+// Unknown properties are zero / "" (anything).
+type class struct {
+	hook     Hook
+	iif, oif string // "lo" or "" (unknown)
+	l4proto  uint8  // 0 unknown
+	nfproto  uint8  // 2 or 10, 0 unknown
+	dport    int    // -1 unknown
+	sport    int    // -1 unknown
+	local    bool   // the destination is a local address (fib daddr type local)
+	ctState  uint32 // one state bit, 0 unknown
+	desc     string // for messages: "loopback packets"
+}
+
+// eval evaluates one condition against a class.
+func (c Cond) eval(k class) tri {
+	r := c.evalPos(k)
+	if c.Neg && c.Field != FieldCt {
+		return not(r)
+	}
+	return r
+}
+
+func (c Cond) evalPos(k class) tri {
+	switch c.Field {
+	case FieldIIFName, FieldIIF:
+		return matchIf(c, k.iif)
+	case FieldOIFName, FieldOIF:
+		return matchIf(c, k.oif)
+	case FieldL4Proto:
+		return matchNum(c, uint64(k.l4proto), k.l4proto != 0)
+	case FieldNFProto:
+		return matchNum(c, uint64(k.nfproto), k.nfproto != 0)
+	case FieldDPort:
+		return matchNum(c, uint64(k.dport), k.dport >= 0 && k.l4proto != 0)
+	case FieldSPort:
+		return matchNum(c, uint64(k.sport), k.sport >= 0 && k.l4proto != 0)
+	case FieldDaddrTyp:
+		if !k.local {
+			return maybe
+		}
+		return matchNum(c, rtnLocal, true)
+	case FieldCtState:
+		if k.ctState == 0 || c.Text != "" {
+			return maybe
+		}
+		if c.Mask != 0 {
+			if k.ctState&c.Mask != 0 {
+				return yes
+			}
+			return no
+		}
+		return matchNum(c, uint64(k.ctState), true)
+	case FieldCt:
+		// Any other conntrack key cannot be loaded for an untracked
+		// packet: the rule does not match, whatever its operator.
+		if k.ctState == CtUntracked {
+			return no
+		}
+		return maybe
+	}
+	return maybe
+}
+
+func matchNum(c Cond, v uint64, known bool) tri {
+	if !known || len(c.Values) == 0 {
+		return maybe
+	}
+	for _, r := range c.Values {
+		if v >= r.From && v <= r.To {
+			return yes
+		}
+	}
+	return no
+}
+
+// matchIf matches an interface condition against a known name ("lo") or
+// an unknown interface.
+func matchIf(c Cond, name string) tri {
+	if name == "" {
+		return maybe
+	}
+	if c.Field == FieldIIF || c.Field == FieldOIF {
+		if name != "lo" {
+			return maybe
+		}
+		return matchNum(c, 1, true) // the loopback device is always ifindex 1
+	}
+	if len(c.Names) == 0 {
+		return maybe
+	}
+	for _, n := range c.Names {
+		if p, ok := strings.CutSuffix(n, "*"); ok && strings.HasPrefix(name, p) {
+			return yes
+		}
+		if n == name {
+			return yes
+		}
+	}
+	return no
+}
+
+// matches evaluates all of the rule's conditions (their conjunction).
+// With skipCt the conntrack conditions are left out: "could the rule apply
+// to this traffic, whatever its state?".
+func (r *Rule) matches(k class, skipCt bool) tri {
+	res := yes
+	for _, c := range r.Conds {
+		if skipCt && (c.Field == FieldCtState || c.Field == FieldCt) {
+			continue
+		}
+		res = and(res, c.eval(k))
+		if res == no {
+			return no
+		}
+	}
+	return res
+}
+
+// terminal says whether a verdict ends the packet's walk through the chain.
+func terminal(v string) bool {
+	switch v {
+	case "accept", "drop", "reject", "queue", "return":
+		return true
+	}
+	return false
+}
+
+// usesCt says whether the rule has conntrack conditions of its own.
+func (r *Rule) usesCt() bool {
+	if r.Stateful {
+		return true
+	}
+	if r.VMap != nil && (r.VMap.Field == FieldCtState || r.VMap.Field == FieldCt) {
+		return true
+	}
+	for _, c := range r.Conds {
+		if c.Field == FieldCtState || c.Field == FieldCt {
+			return true
+		}
+	}
+	return false
+}
+
+// jumps returns the chains the rule may jump or go to.
+func (r *Rule) jumps() []string {
+	switch {
+	case r.Verdict == "jump" || r.Verdict == "goto":
+		return []string{r.Target}
+	case r.VMap != nil:
+		var out []string
+		for _, e := range r.VMap.Entries {
+			if e.Verdict == "jump" || e.Verdict == "goto" {
+				out = append(out, e.Target)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// outcome is what a walk through a chain found for a class of untracked
+// packets.
+type outcome int
+
+const (
+	// fallThrough: no rule decided; the packets go on (policy, or back to
+	// the calling chain).
+	fallThrough outcome = iota
+	// decided: a rule that does not look at conntrack decides for every
+	// packet of the class, or an accept of untracked packets covers it:
+	// untracked packets fare as tracked ones did.
+	decided
+	// needsAccept: a rule that looks at conntrack may see these packets
+	// before anything accepts them.
+	needsAccept
+)
+
+// walk follows a class of untracked packets through a chain. On
+// needsAccept it returns the index (0-based) of the rule before which an
+// accept must go; for a rule inside a jumped-to chain that is the jump.
+func walk(t *Table, c *Chain, k class, seen map[string]bool) (outcome, int) {
+	if seen[c.Name] {
+		return needsAccept, 0 // a loop: be safe
+	}
+	seen[c.Name] = true
+	defer delete(seen, c.Name)
+	for i, r := range c.Rules {
+		if r.matches(k, true) == no {
+			continue
+		}
+		// An accept of untracked packets that holds for the whole class.
+		if r.Verdict == "accept" && r.matches(k, false) == yes {
+			return decided, i
+		}
+		if r.usesCt() {
+			return needsAccept, i
+		}
+		for _, target := range r.jumps() {
+			sub := t.Chain(target)
+			if sub == nil {
+				continue
+			}
+			o, _ := walk(t, sub, k, seen)
+			if o == needsAccept {
+				return needsAccept, i
+			}
+			if o == decided && r.Verdict != "vmap" && r.matches(k, true) == yes {
+				return decided, i
+			}
+		}
+		if terminal(r.Verdict) && r.matches(k, true) == yes {
+			return decided, i
+		}
+	}
+	return fallThrough, len(c.Rules)
+}
+
+// fate says whether a chain, from rule index from on, accepts (yes), drops
+// (no) or may do either (maybe) the packets of a class in the given
+// conntrack state.
+func fate(t *Table, c *Chain, k class, from int, seen map[string]bool) (tri, bool) {
+	if seen[c.Name] {
+		return maybe, true
+	}
+	seen[c.Name] = true
+	defer delete(seen, c.Name)
+	for _, r := range c.Rules[min(from, len(c.Rules)):] {
+		m := r.matches(k, false)
+		if m == no {
+			continue
+		}
+		if r.VMap != nil || r.Verdict == "target" {
+			return maybe, true
+		}
+		if r.Verdict == "jump" || r.Verdict == "goto" {
+			sub := t.Chain(r.Target)
+			if sub == nil {
+				return maybe, true
+			}
+			v, done := fate(t, sub, k, 0, seen)
+			if !done && r.Verdict == "jump" {
+				if m == yes {
+					continue
+				}
+				return maybe, true
+			}
+			if m == maybe || v == maybe {
+				return maybe, true
+			}
+			return v, true
+		}
+		if !terminal(r.Verdict) {
+			continue
+		}
+		if m == maybe {
+			return maybe, true
+		}
+		switch r.Verdict {
+		case "accept":
+			return yes, true
+		case "return":
+			return maybe, false
+		case "queue":
+			return maybe, true
+		}
+		return no, true
+	}
+	if !c.Base() {
+		return maybe, false
+	}
+	if c.Policy == "drop" {
+		return no, true
+	}
+	return yes, true
+}

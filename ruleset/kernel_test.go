@@ -1,0 +1,505 @@
+package ruleset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/internal/nstest"
+)
+
+// demoRuleset is the firewall of the user who hit the problem: table
+// inet fw, input policy drop, established/related accepted, new
+// connections to 80 and 8081 accepted, loopback NOT accepted as a whole.
+const demoRuleset = `table inet fw {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		tcp dport { 80, 8081 } ct state new accept
+	}
+}
+`
+
+// rhelRules is a RHEL-style iptables ruleset (state module, final
+// REJECT), with the local upstream's port opened as in demoRuleset.
+const rhelRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -p tcp --dport 80 -m state --state NEW -j ACCEPT
+-A INPUT -p tcp --dport 8081 -m state --state NEW -j ACCEPT
+-A INPUT -j REJECT
+COMMIT
+`
+
+// nginxConf proxies 127.0.0.1:80 to an upstream on 127.0.0.1:8081 (a
+// second server block) with a new upstream connection per request, as
+// nginx does without upstream keepalive. One process, no workers.
+const nginxConf = `master_process off;
+daemon off;
+pid DIR/nginx.pid;
+error_log DIR/error.log warn;
+events { worker_connections 256; }
+http {
+	access_log off;
+	client_body_temp_path DIR/body;
+	proxy_temp_path DIR/proxy;
+	fastcgi_temp_path DIR/fastcgi;
+	uwsgi_temp_path DIR/uwsgi;
+	scgi_temp_path DIR/scgi;
+	upstream app { server 127.0.0.1:8081; }
+	server { listen 127.0.0.1:80; location / { proxy_pass http://app; } }
+	server { listen 127.0.0.1:8081; location / { return 200 "upstream\n"; } }
+}
+`
+
+// startNginx runs nginx in the namespace until the test ends.
+func startNginx(t *testing.T, ns *nstest.NS) {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(nginxConf, "DIR", dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // the one process this test started
+		<-exited
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("nginx exited: %v: %s %s", err, out.String(), log)
+		default:
+		}
+		if code := curl(t, ns, 2); code == "200" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("nginx did not answer 200 within 10 s")
+}
+
+// curl fetches http://127.0.0.1/ in the namespace and returns the status
+// code ("000" when the connection failed or timed out).
+func curl(t *testing.T, ns *nstest.NS, timeout int) string {
+	t.Helper()
+	out, _ := ns.Output("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", strconv.Itoa(timeout), "http://127.0.0.1/")
+	return strings.TrimSpace(out)
+}
+
+// curlOK asserts that n requests in a row answer 200.
+func curlOK(t *testing.T, ns *nstest.NS, n int, when string) {
+	t.Helper()
+	for i := range n {
+		if code := curl(t, ns, 5); code != "200" {
+			t.Fatalf("%s: request %d of %d: HTTP %s, want 200", when, i+1, n, code)
+		}
+	}
+}
+
+// loopbackEntries counts the namespace's conntrack entries between
+// loopback addresses on the given ports (all ports when none).
+func loopbackEntries(t *testing.T, ns *nstest.NS, ports ...int) int {
+	t.Helper()
+	out := ns.Run("conntrack", "-L")
+	n := 0
+	for line := range strings.SplitSeq(out, "\n") {
+		if !strings.Contains(line, "src=127.0.0.1 dst=127.0.0.1") {
+			continue
+		}
+		if len(ports) == 0 {
+			n++
+			continue
+		}
+		for _, p := range ports {
+			if strings.Contains(line, fmt.Sprintf(" dport=%d ", p)) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// runPrinted runs commands exactly as printed, each with sh -c on the host.
+func runPrinted(t *testing.T, cmds []string) {
+	t.Helper()
+	for _, c := range cmds {
+		if out, err := exec.Command("sh", "-c", c).CombinedOutput(); err != nil {
+			t.Fatalf("%s\n: %v: %s", c, err, out)
+		}
+	}
+}
+
+func readPlan(t *testing.T, ns *nstest.NS, sel Selector) (*Ruleset, *Plan) {
+	t.Helper()
+	rs, err := Read(context.Background(), Target{NetNS: ns.Name})
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	p, err := PlanNotrack(rs, sel, Target{NetNS: ns.Name})
+	if err != nil {
+		t.Fatalf("PlanNotrack: %v", err)
+	}
+	return rs, p
+}
+
+// assertPrefixed checks that every command would run in the namespace.
+func assertPrefixed(t *testing.T, ns *nstest.NS, cmds []string) {
+	t.Helper()
+	for _, c := range cmds {
+		if !strings.HasPrefix(c, "ip netns exec "+ns.Name+" ") {
+			t.Errorf("command does not run in the namespace (pasted on the host it would change the host):\n%s", c)
+		}
+	}
+}
+
+var handleRE = regexp.MustCompile(`# handle (\d+)`)
+
+// nftHandle returns the handle of the first rule of a chain whose text
+// contains substr, from nft -a.
+func nftHandle(t *testing.T, ns *nstest.NS, chain, substr string) string {
+	t.Helper()
+	out := ns.Run("nft", append([]string{"-a", "list", "chain"}, strings.Fields(chain)...)...)
+	for line := range strings.SplitSeq(out, "\n") {
+		if strings.Contains(line, substr) {
+			if m := handleRE.FindStringSubmatch(line); m != nil {
+				return m[1]
+			}
+		}
+	}
+	t.Fatalf("no rule %q in chain %s:\n%s", substr, chain, out)
+	return ""
+}
+
+// TestKernelDemoLoopback is the case a new user hit: a namespace whose
+// firewall is table inet fw (input policy drop, loopback not accepted as
+// a whole), nginx proxying to a local upstream. The plan's commands, run
+// exactly as printed on the host, keep nginx answering, end the tracking
+// of loopback, and their undo restores the ruleset byte for byte.
+func TestKernelDemoLoopback(t *testing.T) {
+	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
+	ns.Nft(demoRuleset)
+	startNginx(t, ns)
+	curlOK(t, ns, 3, "before the change")
+	if n := loopbackEntries(t, ns); n == 0 {
+		t.Fatal("before the change: no loopback entries; the test does not exercise tracking")
+	}
+	before := ns.Run("nft", "list", "ruleset")
+
+	_, p := readPlan(t, ns, Loopback())
+	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft {
+		t.Fatalf("want one nft step, got %+v", p.Steps)
+	}
+	cmd := p.Steps[0].Commands[0]
+	h := nftHandle(t, ns, "inet fw input", "ct state established,related accept")
+	for _, want := range []string{
+		"ip netns exec " + ns.Name + " nft -f - <<'EOF'\n",
+		"insert rule inet fw input position " + h + ` iif "lo" ct state untracked accept`,
+		"priority -300", `prerouting iif "lo" notrack`, `output oif "lo" notrack`,
+	} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("the nft batch lacks %q:\n%s", want, cmd)
+		}
+	}
+	if strings.Contains(cmd, "inet filter") {
+		t.Errorf("the plan assumes a table inet filter that does not exist:\n%s", cmd)
+	}
+	if strings.Index(cmd, "insert rule") > strings.Index(cmd, "notrack") {
+		t.Errorf("the accept rule must come before the NOTRACK rules:\n%s", cmd)
+	}
+	assertPrefixed(t, ns, p.Commands())
+	assertPrefixed(t, ns, p.UndoCommands())
+
+	ns.Run("conntrack", "-F")
+	runPrinted(t, p.Commands())
+	curlOK(t, ns, 10, "after the plan")
+	if n := loopbackEntries(t, ns); n != 0 {
+		t.Errorf("after the plan: %d loopback entries, want 0 (tracking of lo should have ended)\n%s", n, ns.Run("conntrack", "-L"))
+	}
+	if _, again := readPlan(t, ns, Loopback()); !again.Empty() {
+		t.Errorf("a plan made after applying one should be empty, got %+v", again.Steps)
+	}
+
+	runPrinted(t, p.UndoCommands())
+	if after := ns.Run("nft", "list", "ruleset"); after != before {
+		t.Errorf("undo did not restore the ruleset:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+	curlOK(t, ns, 2, "after undo")
+	if n := loopbackEntries(t, ns); n == 0 {
+		t.Error("after undo: no loopback entries; tracking should have resumed")
+	}
+}
+
+// TestKernelNaiveNotrackBreaksLoopback is the pitfall: the same NOTRACK
+// without the accept rule takes nginx down under that ruleset; the plan
+// does not.
+func TestKernelNaiveNotrackBreaksLoopback(t *testing.T) {
+	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
+	ns.Nft(demoRuleset)
+	startNginx(t, ns)
+	_, p := readPlan(t, ns, Loopback())
+
+	// The plan's batch without its accept rule: NOTRACK alone.
+	var naive []string
+	for line := range strings.SplitSeq(p.Steps[0].Commands[0], "\n") {
+		if !strings.HasPrefix(line, "insert rule") {
+			naive = append(naive, line)
+		}
+	}
+	runPrinted(t, []string{strings.Join(naive, "\n")})
+	if code := curl(t, ns, 3); code != "000" {
+		t.Fatalf("naive NOTRACK: HTTP %s, want a timeout (000): untracked packets should match neither rule and be dropped", code)
+	}
+	ns.Run("nft", "delete", "table", "inet", Loopback().TableName())
+	curlOK(t, ns, 2, "after removing the naive NOTRACK")
+
+	runPrinted(t, p.Commands())
+	curlOK(t, ns, 5, "after the plan")
+}
+
+// TestKernelServicePort stops tracking one service (the upstream port):
+// its entries end, the rest of the loopback traffic (curl to nginx on 80)
+// stays tracked, and undo restores the ruleset.
+func TestKernelServicePort(t *testing.T) {
+	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
+	ns.Nft(demoRuleset)
+	startNginx(t, ns)
+	before := ns.Run("nft", "list", "ruleset")
+	_, p := readPlan(t, ns, Service("tcp", 8081))
+	assertPrefixed(t, ns, p.Commands())
+	ns.Run("conntrack", "-F")
+	runPrinted(t, p.Commands())
+	curlOK(t, ns, 10, "after the plan")
+	if n := loopbackEntries(t, ns, 8081); n != 0 {
+		t.Errorf("after the plan: %d entries for port 8081, want 0\n%s", n, ns.Run("conntrack", "-L"))
+	}
+	if n := loopbackEntries(t, ns, 80); n == 0 {
+		t.Errorf("after the plan: no entries for port 80; only 8081 should be untracked")
+	}
+	if _, again := readPlan(t, ns, Service("tcp", 8081)); !again.Empty() {
+		t.Errorf("a plan made after applying one should be empty, got %+v", again.Steps)
+	}
+	runPrinted(t, p.UndoCommands())
+	if after := ns.Run("nft", "list", "ruleset"); after != before {
+		t.Errorf("undo did not restore the ruleset:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// normalizeCounters removes packet and byte counts, and iptables-save's
+// comment lines (they carry the time), from a listing.
+func normalizeCounters(s string) string {
+	s = regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(s, "counter")
+	s = regexp.MustCompile(`\[\d+:\d+\]`).ReplaceAllString(s, "[]")
+	var keep []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if !strings.HasPrefix(line, "#") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// testIptables runs the demo case under an iptables ruleset of one
+// backend: the naive NOTRACK breaks nginx, the plan (with its NOTRACK in
+// nft, or in the iptables raw table when nft is taken away) does not, and
+// undo restores iptables-save and nft list ruleset.
+func testIptables(t *testing.T, backend Backend, noNft bool) {
+	tool := string(backend) // iptables-legacy, iptables-nft
+	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack", tool, tool+"-restore", tool+"-save")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, tool+"-restore")
+	cmd.Stdin = strings.NewReader(rhelRules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s-restore: %v: %s", tool, err, out)
+	}
+	startNginx(t, ns)
+	curlOK(t, ns, 2, "before the change")
+
+	// The pitfall, with iptables: NOTRACK in raw, no UNTRACKED accept.
+	for _, c := range []string{"PREROUTING -i lo", "OUTPUT -o lo"} {
+		ns.Run(tool, append([]string{"-t", "raw", "-A"}, append(strings.Fields(c), "-j", "NOTRACK")...)...)
+	}
+	if code := curl(t, ns, 3); code == "200" {
+		t.Fatalf("naive NOTRACK under %s: HTTP 200, want a failure", tool)
+	}
+	for _, c := range []string{"PREROUTING -i lo", "OUTPUT -o lo"} {
+		ns.Run(tool, append([]string{"-t", "raw", "-D"}, append(strings.Fields(c), "-j", "NOTRACK")...)...)
+	}
+	curlOK(t, ns, 2, "after removing the naive NOTRACK")
+
+	ip6tool := "ip6" + strings.TrimPrefix(tool, "ip")
+	saveBefore := normalizeCounters(ns.Run(tool+"-save") + ns.Run(ip6tool+"-save"))
+	nftBefore := normalizeCounters(ns.Run("nft", "list", "ruleset"))
+	rs, err := Read(context.Background(), Target{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noNft {
+		rs.Tools.Nft = ""
+	}
+	p, err := PlanNotrack(rs, Loopback(), Target{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) < 2 || p.Steps[0].Kind != StepIptables || p.Steps[0].Backend != backend {
+		t.Fatalf("want the %s accept step first, got %+v", backend, p.Steps)
+	}
+	wantFirst := fmt.Sprintf("ip netns exec %s %s -w -I INPUT 1 -i lo -m conntrack --ctstate UNTRACKED", ns.Name, tool)
+	if !strings.HasPrefix(p.Steps[0].Commands[0], wantFirst) {
+		t.Errorf("first command:\n%s\nwant it to start with\n%s", p.Steps[0].Commands[0], wantFirst)
+	}
+	for _, c := range p.Commands() {
+		if regexp.MustCompile(`(insert|add) rule ip6? (filter|raw)`).MatchString(c) {
+			t.Errorf("nft command into an iptables table:\n%s", c)
+		}
+	}
+	assertPrefixed(t, ns, p.Commands())
+	assertPrefixed(t, ns, p.UndoCommands())
+
+	ns.Run("conntrack", "-F")
+	runPrinted(t, p.Commands())
+	curlOK(t, ns, 10, "after the plan")
+	if n := loopbackEntries(t, ns); n != 0 {
+		t.Errorf("after the plan: %d loopback entries, want 0\n%s", n, ns.Run("conntrack", "-L"))
+	}
+	rs2, err := Read(context.Background(), Target{NetNS: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noNft {
+		rs2.Tools.Nft = ""
+	}
+	if again, err := PlanNotrack(rs2, Loopback(), Target{NetNS: ns.Name}); err != nil || !again.Empty() {
+		t.Errorf("a plan made after applying one should be empty, got %v %+v", err, again)
+	}
+	runPrinted(t, p.UndoCommands())
+	saveAfter := normalizeCounters(ns.Run(tool+"-save") + ns.Run(ip6tool+"-save"))
+	nftAfter := normalizeCounters(ns.Run("nft", "list", "ruleset"))
+	if noNft {
+		// The raw tables the plan had to create stay, empty, as its notes say.
+		for _, n := range p.Notes {
+			if strings.Contains(n, "no raw table yet") {
+				saveAfter = emptyRawSave.ReplaceAllString(saveAfter, "")
+				saveBefore = emptyRawSave.ReplaceAllString(saveBefore, "")
+				nftAfter = emptyRawNft.ReplaceAllString(nftAfter, "")
+				nftBefore = emptyRawNft.ReplaceAllString(nftBefore, "")
+				t.Logf("note: %s", n)
+			}
+		}
+	}
+	if saveAfter != saveBefore {
+		t.Errorf("undo did not restore %s-save and %s-save:\n--- before\n%s\n--- after\n%s", tool, ip6tool, saveBefore, saveAfter)
+	}
+	if after := nftAfter; after != nftBefore {
+		t.Errorf("undo did not restore nft list ruleset:\n--- before\n%s\n--- after\n%s", nftBefore, after)
+	}
+	curlOK(t, ns, 2, "after undo")
+}
+
+// An empty raw table in iptables-save and in nft list ruleset.
+var (
+	emptyRawSave = regexp.MustCompile(`\*raw\n:PREROUTING ACCEPT \[\]\n:OUTPUT ACCEPT \[\]\nCOMMIT\n`)
+	emptyRawNft  = regexp.MustCompile(`table ip6? raw \{\n\tchain PREROUTING \{\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\}\n\n\tchain OUTPUT \{\n\t\ttype filter hook output priority raw; policy accept;\n\t\}\n\}\n`)
+)
+
+func TestKernelIptablesLegacy(t *testing.T) { testIptables(t, BackendIptablesLegacy, false) }
+
+func TestKernelIptablesNft(t *testing.T) { testIptables(t, BackendIptablesNft, false) }
+
+// The same with the NOTRACK in the iptables raw table (a host without nft).
+func TestKernelIptablesLegacyRaw(t *testing.T) { testIptables(t, BackendIptablesLegacy, true) }
+
+func TestKernelIptablesNftRaw(t *testing.T) { testIptables(t, BackendIptablesNft, true) }
+
+// TestKernelRefusals: NAT and helpers read from the kernel give the typed
+// refusal; a masquerade on another interface does not refuse loopback.
+func TestKernelRefusals(t *testing.T) {
+	cases := []struct {
+		name    string
+		nft     string   // an nft ruleset, or
+		ipt     []string // iptables commands (tool first)
+		sel     Selector
+		want    error
+		planned bool
+	}{
+		{name: "dnat on the port", nft: `table ip nat { chain pre { type nat hook prerouting priority dstnat; tcp dport 8080 dnat to 10.0.0.2:80; }
+}`,
+			sel: Service("tcp", 8080), want: ErrNATed},
+		{name: "masquerade on the port", nft: `table ip nat { chain post { type nat hook postrouting priority srcnat; tcp dport 8080 masquerade; }
+}`,
+			sel: Service("tcp", 8080), want: ErrNATed},
+		{name: "masquerade of all, loopback", nft: `table ip nat { chain post { type nat hook postrouting priority srcnat; masquerade; }
+}`,
+			sel: Loopback(), want: ErrNATed},
+		{name: "redirect in output, loopback", nft: `table inet nat { chain out { type nat hook output priority -100; tcp dport 80 redirect to :8081; }
+}`,
+			sel: Loopback(), want: ErrNATed},
+		{name: "ct helper", nft: `table inet fw {
+	ct helper ftp-standard { type "ftp" protocol tcp; l3proto inet; }
+	chain pre { type filter hook prerouting priority filter; tcp dport 21 ct helper set "ftp-standard"; }
+}`, sel: Service("tcp", 21), want: ErrHelper},
+		{name: "iptables-legacy CT helper", ipt: []string{"iptables-legacy -t raw -A PREROUTING -p tcp --dport 21 -j CT --helper ftp"},
+			sel: Service("tcp", 21), want: ErrHelper},
+		{name: "iptables-nft DNAT", ipt: []string{"iptables-nft -t nat -A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 10.0.0.2:80"},
+			sel: Service("tcp", 8080), want: ErrNATed},
+		{name: "iptables-nft MASQUERADE, loopback", ipt: []string{"iptables-nft -t nat -A POSTROUTING -j MASQUERADE"},
+			sel: Loopback(), want: ErrNATed},
+		{name: "masquerade on eth0 leaves loopback alone", nft: `table ip nat { chain post { type nat hook postrouting priority srcnat; oifname "eth0" masquerade; }
+}`,
+			sel: Loopback(), planned: true},
+		{name: "dnat of another port", nft: `table ip nat { chain pre { type nat hook prerouting priority dstnat; tcp dport 8080 dnat to 10.0.0.2:80; }
+}`,
+			sel: Service("tcp", 8081), planned: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := nstest.New(t, "nft", "iptables-legacy", "iptables-nft")
+			if tc.nft != "" {
+				ns.Nft(tc.nft)
+			}
+			for _, c := range tc.ipt {
+				f := strings.Fields(c)
+				ns.Run(f[0], f[1:]...)
+			}
+			rs, err := Read(context.Background(), Target{NetNS: ns.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := PlanNotrack(rs, tc.sel, Target{NetNS: ns.Name})
+			if tc.planned {
+				if err != nil || p.Empty() {
+					t.Fatalf("want a plan, got %v %+v", err, p)
+				}
+				return
+			}
+			var re *RefusedError
+			if !errors.Is(err, tc.want) || !errors.Is(err, ErrRefused) || !errors.As(err, &re) {
+				t.Fatalf("got %v (plan %+v), want a RefusedError for %v", err, p, tc.want)
+			}
+			if re.Rule == "" || re.Detail == "" {
+				t.Errorf("the refusal should name the rule and say why: %+v", re)
+			}
+			t.Logf("%v", err)
+		})
+	}
+}
