@@ -22,6 +22,9 @@ const (
 	// ListingFailed: the listing broke off; the breakdown covers the
 	// entries read before it.
 	ListingFailed = "failed"
+	// ListingEmpty: a text listing (ctdoctor --from) held no entries and
+	// nothing says the table was empty: it may be a capture that failed.
+	ListingEmpty = "empty"
 )
 
 // Listing says whether the table's entries were read and, when they were
@@ -29,9 +32,10 @@ const (
 // for an empty table.
 type Listing struct {
 	// Read is true when the entries were listed (Breakdown counts them),
-	// also when the listing broke off (Reason "failed").
+	// also when the listing broke off (Reason "failed") or was empty.
 	Read bool `json:"read"`
 	// Reason is one of the Listing* reasons, "" for a complete listing.
+	// Detail is set with every Reason.
 	Reason string `json:"reason,omitempty"`
 	// Detail says it in a sentence, for people.
 	Detail string `json:"detail,omitempty"`

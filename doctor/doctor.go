@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/host"
+	"github.com/ctdoctor/ctdoctor/host/ctnetlink"
 )
 
 // ErrInput is wrapped by the error Diagnose returns for an inconsistent Input.
@@ -154,6 +156,8 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		snap    *host.Snapshot
 		src     conntrack.Source
 		listing string // the name of a bare listing, "" otherwise
+		listErr error  // why the entries cannot be listed
+		text    *conntrack.ReadStats
 	)
 	hopt := host.Options{Root: "/", NetNS: in.NetNS, Log: !opt.NoLog, AllNetNS: in.AllNetNS}
 	switch kind {
@@ -173,8 +177,9 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		}
 		snap = ListingSnapshot(listing)
 		// The reader skips lines that are no entry and goes on; say so.
-		var st conntrack.ReadStats
-		read := conntrack.ReadAllStats(r, &st)
+		st := &conntrack.ReadStats{}
+		text = st
+		read := conntrack.ReadAllStats(r, st)
 		src = func(fn func(*conntrack.Flow) error) error {
 			err := read(fn)
 			if err == nil && st.Skipped > 0 {
@@ -189,7 +194,7 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 			return nil, err
 		}
 		defer done()
-		snap, src, err = LoadSnapshot(ctx, root, !opt.NoLog)
+		snap, src, listErr, err = loadSnapshot(ctx, root, !opt.NoLog)
 		if err != nil {
 			return nil, err
 		}
@@ -207,9 +212,9 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 			return nil, err
 		}
 		if !opt.NoEntries {
-			src, err = host.Entries(hopt, snap)
-			if err != nil {
-				snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", err))
+			src, listErr = host.Entries(hopt, snap)
+			if listErr != nil {
+				snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", listErr))
 				src = nil
 			}
 		}
@@ -219,6 +224,7 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 	}
 	first := time.Now()
 	var bd *analyze.Breakdown
+	var readErr error
 	if src != nil && !opt.NoEntries {
 		b, err := accumulate(snap, src, opt)
 		bd = &b
@@ -226,6 +232,7 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 			if b.Total == 0 && listing != "" {
 				return nil, fmt.Errorf("%s: %w", listing, err)
 			}
+			readErr = err
 			snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v — the breakdown covers the %d entries read before it", err, b.Total))
 		}
 	}
@@ -248,7 +255,74 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		}
 		report(opt, Progress{Stage: StageSecondSample, Done: true})
 	}
-	return &Result{Report: analyze.Analyze(snap, bd, reportTime(snap, kind)), Snapshot: snap, Breakdown: bd}, nil
+	rep := analyze.Analyze(snap, bd, reportTime(snap, kind))
+	rep.Listing = listingOf(kind, opt, bd, listErr, readErr, text)
+	if listing != "" {
+		listingVerdict(rep, listing)
+	}
+	return &Result{Report: rep, Snapshot: snap, Breakdown: bd}, nil
+}
+
+// listingOf says whether the entries were read and, if not, why.
+func listingOf(kind string, opt Options, bd *analyze.Breakdown, listErr, readErr error, text *conntrack.ReadStats) *analyze.Listing {
+	l := &analyze.Listing{Read: bd != nil, Text: text}
+	switch {
+	case readErr != nil:
+		l.Reason = analyze.ListingFailed
+		l.Detail = fmt.Sprintf("the listing broke off after %d entries: %v", bd.Total, readErr)
+	case text != nil && text.Entries == 0 && !(text.Summaries > 0 && text.Shown == 0):
+		l.Reason = analyze.ListingEmpty
+		l.Detail = fmt.Sprintf("the listing holds no entries (%d %s): an empty table lists none, and neither does a capture that failed",
+			text.Lines, plural(text.Lines, "line", "lines"))
+	case bd != nil:
+	case opt.NoEntries:
+		l.Reason, l.Detail = analyze.ListingSkipped, "the entries were not listed (skipped on request: sizing, counters and kernel log only)"
+	case errors.Is(listErr, fs.ErrPermission) || errors.Is(listErr, ctnetlink.ErrPermission):
+		l.Reason = analyze.ListingPermission
+		l.Detail = "the entries were not listed: that needs root (CAP_NET_ADMIN for the netlink dump, root for /proc/net/nf_conntrack)"
+	case kind == "Snapshot":
+		l.Reason, l.Detail = analyze.ListingUnavailable, "the entries were not listed: the snapshot holds none (it was taken without them)"
+	case kind == "Root":
+		l.Reason = analyze.ListingUnavailable
+		l.Detail = "the entries were not listed: this root holds no entry listing (no proc/net/nf_conntrack or proc/net/ip_conntrack), and only the live host can be listed over netlink"
+	case listErr != nil:
+		l.Reason = analyze.ListingUnavailable
+		l.Detail = fmt.Sprintf("the entries could not be listed: %v", listErr)
+	default: // a host handed over without entries
+		l.Reason, l.Detail = analyze.ListingUnavailable, "the entries were not listed: none were given"
+	}
+	return l
+}
+
+// listingVerdict makes the verdict of a bare listing say what was read: an
+// empty listing has nothing to diagnose (an empty table and a failed
+// capture look the same, unless conntrack's own summary said it showed 0
+// entries), and skipped lines are named.
+func listingVerdict(rep *analyze.Report, name string) {
+	l := rep.Listing
+	if l == nil || l.Text == nil {
+		return
+	}
+	st := l.Text
+	switch {
+	case l.Reason == analyze.ListingEmpty:
+		rep.Verdict = analyze.Verdict{Level: analyze.Unknown,
+			Reason: fmt.Sprintf("nothing to diagnose: %s holds no conntrack entries (%d %s) — an empty table lists none, and neither does a capture that failed",
+				name, st.Lines, plural(st.Lines, "line", "lines"))}
+	case st.Entries == 0:
+		rep.Verdict = analyze.Verdict{Level: analyze.Healthy,
+			Reason: fmt.Sprintf("the listed table is empty (conntrack: %d flow entries have been shown)", st.Shown)}
+	case st.Skipped > 0:
+		rep.Verdict.Reason += fmt.Sprintf(" — %d of %d %s skipped, not conntrack entries (see the warnings)",
+			st.Skipped, st.Lines, plural(st.Lines, "line was", "lines were"))
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // accumulate streams the entries once through an Accumulator.
@@ -300,24 +374,31 @@ func ListingSnapshot(name string) *host.Snapshot {
 // recorded, and its entries as a Source (nil, with a warning, when it holds
 // none).
 func LoadSnapshot(ctx context.Context, root string, log bool) (*host.Snapshot, conntrack.Source, error) {
+	snap, src, _, err := loadSnapshot(ctx, root, log)
+	return snap, src, err
+}
+
+// loadSnapshot is LoadSnapshot that also returns why the entries cannot
+// be listed.
+func loadSnapshot(ctx context.Context, root string, log bool) (*host.Snapshot, conntrack.Source, error, error) {
 	meta, err := host.ReadSnapshotMeta(root)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	opt := host.Options{Root: root}
 	snap, err := host.Read(ctx, opt)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	host.ApplySnapshotMeta(snap, meta)
 	if !log {
 		snap.Log = host.LogSummary{}
 	}
-	src, err := host.Entries(opt, snap)
-	if err != nil {
-		snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", err))
+	src, listErr := host.Entries(opt, snap)
+	if listErr != nil {
+		snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", listErr))
 		src = nil
 	}
 	snap.Source = "snapshot"
-	return snap, src, nil
+	return snap, src, listErr, nil
 }

@@ -161,6 +161,11 @@ func TestSimulatedHost(t *testing.T) {
 	if got.Breakdown.Total == 0 || got.Breakdown.Total != got.Table.Count {
 		t.Errorf("listed %d of %d simulated entries", got.Breakdown.Total, got.Table.Count)
 	}
+	// The report says how its entries were read; sim.Report does not.
+	if got.Listing == nil || !got.Listing.Read || got.Listing.Reason != "" {
+		t.Errorf("listing %+v, want read completely", got.Listing)
+	}
+	got.Listing = nil
 	jw, _ := json.Marshal(want)
 	jg, _ := json.Marshal(got)
 	if string(jw) != string(jg) {

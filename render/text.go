@@ -219,7 +219,15 @@ func (t *textWriter) table(r *analyze.Report) {
 func (t *textWriter) breakdown(r *analyze.Report) {
 	bd := r.Breakdown
 	if bd.Total <= 0 {
-		if r.Table.Listed == 0 {
+		if l := r.Listing; l != nil && l.Detail != "" {
+			// Not listed is not empty: say why, and what the table holds.
+			msg := "No breakdown: " + l.Detail + "."
+			if r.Table.Count > 0 {
+				msg += fmt.Sprintf(" The table holds %s entries.", num(r.Table.Count))
+			}
+			t.para("", "", msg, t.p.dim)
+			t.blank()
+		} else if r.Table.Listed == 0 {
 			t.para("", "", "The table is empty: no entries to break down.", t.p.dim)
 			t.blank()
 		}

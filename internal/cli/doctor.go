@@ -12,6 +12,7 @@ import (
 
 	"github.com/ctdoctor/ctdoctor/analyze"
 	"github.com/ctdoctor/ctdoctor/doctor"
+	"github.com/ctdoctor/ctdoctor/host"
 	"github.com/ctdoctor/ctdoctor/render"
 )
 
@@ -102,6 +103,11 @@ func runDoctor(ctx context.Context, d *doctorOptions, stdout, stderr io.Writer) 
 	if errors.Is(err, doctor.ErrInput) {
 		return &exitError{code: 2, err: err, help: "ctdoctor"}
 	}
+	if err != nil && d.root != "" && (errors.Is(err, host.ErrNotHostRoot) || isFile(d.root)) {
+		return fmt.Errorf("%w\n--root wants a directory holding a copy of a host's /proc and /sys (a mounted disk image, "+
+			"a test fixture, an extracted snapshot): read a snapshot archive with --snapshot FILE, and a saved "+
+			"'conntrack -L' listing with --from FILE", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -126,4 +132,10 @@ func diagnose(ctx context.Context, d *doctorOptions, stderr io.Writer) (*analyze
 	defer prog.done()
 	return doctor.Diagnose(ctx, in, doctor.Options{Interval: d.interval, NoLog: d.noLog, NoEntries: d.noList,
 		Top: d.top, Progress: prog.update})
+}
+
+// isFile reports whether path is a regular file.
+func isFile(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }
