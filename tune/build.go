@@ -119,6 +119,8 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 				}
 				for i := range steps {
 					steps[i].Finding, steps[i].Evidence = f.ID, f.Evidence
+					m := *c.Match
+					steps[i].Notrack = &m
 				}
 				notrack = append(notrack, steps...)
 			case analyze.ChangeSysctl, analyze.ChangeModuleParam:

@@ -1,6 +1,10 @@
 package tune
 
-import "time"
+import (
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+)
 
 // PlanSchema is the version string of a plan's JSON form (ctdoctor plan -o json),
 // the contract `ctdoctor apply` takes.
@@ -65,6 +69,9 @@ type Step struct {
 	Key      string `json:"key"`
 	Current  string `json:"current"`
 	Proposed string `json:"proposed"`
+	// Notrack is the traffic a NOTRACK step exempts from tracking (nil for
+	// other steps): what the prediction (Predict) simulates it by.
+	Notrack *analyze.TrafficMatch `json:"notrack,omitempty"`
 	// Persist says how the change survives a reboot ("/etc/sysctl.d/90-ctdoctor-conntrack.conf").
 	Persist string `json:"persist,omitempty"`
 	// CostBytes is the memory the change may cost at its new value (0 if none).
