@@ -84,7 +84,7 @@ func ruleTableFull(c *ruleContext) *Finding {
 			"an entry that never got a reply (early drop); if it finds none, it drops the packet and logs " +
 			"\"nf_conntrack: table full, dropping packet\". Clients see timeouts and retries while the server looks idle, " +
 			"because the packets never reach it. The `drop` counter counts exactly these packets; `insert_failed` is something else.",
-		Fixes: fixes}
+		Fixes: fixes, Changes: c.sizingChanges(true)}
 }
 
 func ruleTableNearFull(c *ruleContext) *Finding {
@@ -101,7 +101,8 @@ func ruleTableNearFull(c *ruleContext) *Finding {
 		Evidence: map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage), "early_drop": c.r.Stats.EarlyDrop},
 		Explanation: "The table is close to its limit. Once it is full, new connections are dropped unless an entry without " +
 			"a reply can be evicted. Common alerting thresholds are 75% (node-mixin) and 90%/95% (netdata).",
-		Fixes: append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.limitFixes()...)}
+		Fixes:   append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.limitFixes()...),
+		Changes: c.sizingChanges(true)}
 }
 
 func ruleNetNSNearFull(c *ruleContext) *Finding {
@@ -135,7 +136,8 @@ func ruleNetNSNearFull(c *ruleContext) *Finding {
 			"own count looks small — which is why host-level monitoring misses it.",
 		Fixes: append([]string{fmt.Sprintf("ctdoctor --netns %s   # diagnose that namespace: what fills it", nsArg(worst[0])),
 			"# or raise the global limit, in the initial namespace (it applies to every namespace):"},
-			c.limitFixes()...)}
+			c.limitFixes()...),
+		Changes: c.sizingChanges(true)}
 }
 
 func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }

@@ -48,7 +48,7 @@ func ruleChainTooLong(c *ruleContext) *Finding {
 		Explanation: "The kernel refuses to add an entry to a hash bucket whose chain is already longer than a random limit " +
 			"(about 50–80 entries) and drops the packet. With a keyed hash this only happens when the table has far too few " +
 			"buckets for its entries, or when someone crafts colliding tuples (a hash-flooding attack).",
-		Fixes: fixes}
+		Fixes: fixes, Changes: c.sizingChanges(false)}
 }
 
 func ruleHashChainsLong(c *ruleContext) *Finding {
@@ -76,7 +76,7 @@ func ruleHashChainsLong(c *ruleContext) *Finding {
 		Explanation: "Entries live in a hash table of `buckets` chains, and every entry is hashed twice (once per direction). " +
 			"Each packet's lookup walks one chain, so long chains cost CPU on every packet. The older advice of keeping the " +
 			"count under 2/3 of the buckets aims at the same thing; since 5.15 the kernel's own default is one bucket per entry.",
-		Fixes: []string{fix}}
+		Fixes: []string{fix}, Changes: c.sizingChanges(false)}
 }
 
 func ruleMaxBucketsRatio(c *ruleContext) *Finding {
@@ -111,7 +111,7 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 			"so a full table keeps chains at about 2 nodes. A higher ratio saves 8 bytes per bucket but makes every lookup " +
 			"walk longer chains when the table fills up. The common advice 'hashsize = max / 4' (or max / 8) dates from kernels " +
 			"that sized the table that way; it is not a requirement.",
-		Fixes: []string{fix}}
+		Fixes: []string{fix}, Changes: c.sizingChanges(false)}
 }
 
 func ruleStatsUnavailable(c *ruleContext) *Finding {

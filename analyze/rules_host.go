@@ -19,7 +19,7 @@ func ruleLegacy(c *ruleContext) *Finding {
 			"an unkeyed hash that can be flooded. Its default limit is small (8 entries per hash bucket, 16640 on a CentOS 5 box with 520 MB of RAM) and " +
 			"each entry costs more memory. The fixes are the same ideas under other names: net.ipv4.ip_conntrack_max, " +
 			"net.ipv4.netfilter.ip_conntrack_tcp_timeout_established, persisted in /etc/sysctl.conf.",
-		Fixes: fixes}
+		Fixes: fixes, Changes: c.sizingChanges(true)}
 }
 
 func ruleKubeProxy(c *ruleContext) *Finding {

@@ -300,3 +300,29 @@ func (c *ruleContext) bucketsFix() string {
 	}
 	return c.setHashsize(z.Buckets, note)
 }
+
+// sizingChanges returns the proposal as data (Finding.Changes) for a
+// finding whose fixes set the limit (withMax) and the hash size: the same
+// values as its fix lines, for the planner.
+func (c *ruleContext) sizingChanges(withMax bool) []Change {
+	z := c.sizing()
+	var ch []Change
+	if withMax && z.RaiseMax() {
+		ch = append(ch, Change{Kind: ChangeSysctl, Setting: "max", Key: c.sysctlKey("max"), Current: z.CurrentMax,
+			Proposed: z.Max, Scope: "global", Reason: z.MaxReason, CostBytes: z.MemoryAtMaxBytes})
+	}
+	// As in the fix lines: limitFixes sets the buckets only with the limit.
+	if z.RaiseBuckets() && (!withMax || z.RaiseMax()) {
+		mod := "nf_conntrack"
+		if c.snap.Settings.Legacy {
+			mod = "ip_conntrack"
+		}
+		var cost int64
+		if z.CurrentBuckets > 0 {
+			cost = (roundUp(z.Buckets, 512) - roundUp(z.CurrentBuckets, 512)) * 8
+		}
+		ch = append(ch, Change{Kind: ChangeModuleParam, Setting: "hashsize", Key: "/sys/module/" + mod + "/parameters/hashsize",
+			Current: z.CurrentBuckets, Proposed: z.Buckets, Scope: "global", Reason: z.BucketsReason, CostBytes: cost})
+	}
+	return ch
+}

@@ -70,6 +70,25 @@ func checkOneSizing(t *testing.T, name string, r *analyze.Report, curMax, curBuc
 			}
 		}
 	}
+	// The same proposal as data, for the planner: the values of the fix lines.
+	for _, f := range r.Findings {
+		for _, c := range f.Changes {
+			setting := map[string]string{"max": "max", "hashsize": "buckets"}[c.Setting]
+			if setting == "" {
+				continue
+			}
+			if !slices.Equal(got[setting], []int64{c.Proposed}) {
+				t.Errorf("%s: %s's change sets %s to %d, its fixes say %v", name, f.ID, c.Setting, c.Proposed, got[setting])
+			}
+		}
+		if len(f.Fixes) > 0 && len(f.Changes) == 0 {
+			for _, fix := range f.Fixes {
+				if strings.Contains(fix, "hashsize") && strings.HasPrefix(fix, "echo") {
+					t.Errorf("%s: %s sets the hash size but has no change for the planner", name, f.ID)
+				}
+			}
+		}
+	}
 	return got
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -226,10 +227,7 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 	if err := sc.Validate(); err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	width := 80
-	if isTerminal(stdout) {
-		width = min(terminalWidth(stdout), 160)
-	}
+	width := simWidth(stdout)
 	if o.compare != "" {
 		proposed, err := parseSettings([]string{o.compare}, "--compare")
 		if err != nil {
@@ -280,6 +278,17 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 	return nil
 }
 
+// simWidth is the width simulate's text fits: the terminal's, else
+// $COLUMNS, else 80 (its charts' width since the start); at least
+// render.MinWidth, at most 160 (a wider chart is no easier to read).
+func simWidth(stdout io.Writer) int {
+	w := 80
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv("COLUMNS"))); isTerminal(stdout) || err == nil && n > 0 {
+		w = render.Width(stdout)
+	}
+	return max(render.MinWidth, min(w, 160))
+}
+
 // reportBase is the wall time a simulated run is taken to start at: the
 // report then reads as of now.
 func reportBase() time.Time { return time.Now().Truncate(time.Second) }
@@ -304,7 +313,7 @@ func listScenarios(o *simulateOptions, stdout io.Writer) error {
 	var sb strings.Builder
 	sb.WriteString("Built-in scenarios (ctdoctor simulate NAME; --print NAME shows the YAML):\n\n")
 	for _, b := range list {
-		lines := wrapText(b.Description, max(30, 80-nw-4))
+		lines := wrapText(b.Description, max(30, simWidth(stdout)-nw-4))
 		for i, l := range lines {
 			name := ""
 			if i == 0 {

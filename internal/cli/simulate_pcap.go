@@ -52,10 +52,7 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 		}
 		fmt.Fprintf(stderr, "ctdoctor: warning: %s: %v\n", o.pcap, err)
 	}
-	width := 80
-	if isTerminal(stdout) {
-		width = min(terminalWidth(stdout), 160)
-	}
+	width := simWidth(stdout)
 	base := st.First
 	if base.IsZero() {
 		base = time.Now()
@@ -75,7 +72,7 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 				Report *analyze.Report `json:"report"`
 			}{sim.ReplaySchema, st, rep})
 		}
-		writeReplayText(stdout, o.pcap, st, tr, color)
+		writeReplayText(stdout, o.pcap, st, tr, color, width)
 		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, bold, "Diagnosis of the table at the end of the capture (as ctdoctor reports a host)"))
 		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
 	}
@@ -87,7 +84,7 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 			Stats map[string]uint64 `json:"stats"`
 		}{sim.ReplaySchema, st, sim.CountsOf(tr), statsMap(tr)})
 	}
-	writeReplayText(stdout, o.pcap, st, tr, color)
+	writeReplayText(stdout, o.pcap, st, tr, color, width)
 	return nil
 }
 
@@ -102,33 +99,35 @@ func statsMap(tr *engine.Tracker) map[string]uint64 {
 	return m
 }
 
-func writeReplayText(w io.Writer, file string, st sim.ReplayStats, tr *engine.Tracker, color bool) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s · replay of %s · %s packets over %s\n\n", paint(color, bold, "ctdoctor simulate --pcap"), file,
-		sim.Thousands(int64(st.Packets)), st.Duration.Round(time.Millisecond))
-	fmt.Fprintf(&b, "%-10s %s tracked · %s skipped\n", paint(color, bold, "Packets"), sim.Thousands(int64(st.Decoded)), sim.Thousands(int64(st.Skipped)))
+func writeReplayText(w io.Writer, file string, st sim.ReplayStats, tr *engine.Tracker, color bool, width int) {
+	t := newTextLines(color, width)
+	pad := strings.Repeat(" ", labelW)
+	t.fields("", "  ", " · ", paint(color, bold, "ctdoctor simulate --pcap"), "replay of "+file,
+		fmt.Sprintf("%s packets over %s", sim.Thousands(int64(st.Packets)), st.Duration.Round(time.Millisecond)))
+	t.blank()
+	t.fields(t.label("Packets"), pad, " · ", sim.Thousands(int64(st.Decoded))+" tracked", sim.Thousands(int64(st.Skipped))+" skipped")
 	for _, k := range slices.Sorted(maps.Keys(st.SkipReasons)) {
-		fmt.Fprintf(&b, "%-10s   skipped: %s × %d\n", "", k, st.SkipReasons[k])
+		t.prose(pad+"  ", pad+"    ", fmt.Sprintf("skipped: %s × %d", k, st.SkipReasons[k]), "")
 	}
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(st.Verdicts)) {
 		parts = append(parts, fmt.Sprintf("%s %d", k, st.Verdicts[k]))
 	}
 	if len(parts) > 0 {
-		fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "Verdicts"), strings.Join(parts, " · "))
+		t.fields(t.label("Verdicts"), pad, " · ", parts...)
 	}
 	c := tr.Counts()
 	set := tr.Settings()
-	fmt.Fprintf(&b, "%-10s %s entries at the end of the capture (max %s)\n", paint(color, bold, "Table"),
-		sim.Thousands(int64(c.Total)), sim.Thousands(set[engine.SetMax]))
+	t.prose(t.label("Table"), pad, fmt.Sprintf("%s entries at the end of the capture (max %s)",
+		sim.Thousands(int64(c.Total)), sim.Thousands(set[engine.SetMax])), "")
 	smp := sim.Sample{Total: c.Total, TCP: c.TCP, UDP: c.UDP, ICMP: c.ICMP, Other: c.Other}
 	for _, row := range stateRows(smp) {
-		fmt.Fprintf(&b, "%-10s   %-12s %9s\n", "", row.name, sim.Thousands(int64(row.n)))
+		t.line(fmt.Sprintf("%s  %-12s %9s", pad, row.name, sim.Thousands(int64(row.n))))
 	}
-	fmt.Fprintf(&b, "%-10s   assured %s · unreplied %s\n", "", sim.Thousands(int64(c.Assured)), sim.Thousands(int64(c.Unreplied)))
-	t := tr.TotalStats()
-	fmt.Fprintf(&b, "%-10s drop %d · early_drop %d · insert_failed %d · chaintoolong %d · invalid %d\n", paint(color, bold, "Counters"),
-		t.Values[conntrack.StatDrop], t.Values[conntrack.StatEarlyDrop], t.Values[conntrack.StatInsertFailed],
-		t.Values[conntrack.StatChainTooLong], t.Values[conntrack.StatInvalid])
-	_, _ = io.WriteString(w, b.String())
+	t.fields(pad+"  ", pad+"  ", " · ", "assured "+sim.Thousands(int64(c.Assured)), "unreplied "+sim.Thousands(int64(c.Unreplied)))
+	v := tr.TotalStats().Values
+	t.fields(t.label("Counters"), pad, " · ", fmt.Sprintf("drop %d", v[conntrack.StatDrop]), fmt.Sprintf("early_drop %d", v[conntrack.StatEarlyDrop]),
+		fmt.Sprintf("insert_failed %d", v[conntrack.StatInsertFailed]), fmt.Sprintf("chaintoolong %d", v[conntrack.StatChainTooLong]),
+		fmt.Sprintf("invalid %d", v[conntrack.StatInvalid]))
+	_, _ = io.WriteString(w, t.b.String())
 }

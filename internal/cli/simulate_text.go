@@ -17,7 +17,7 @@ import (
 )
 
 func paint(on bool, code, s string) string {
-	if !on || s == "" {
+	if !on || s == "" || code == "" {
 		return s
 	}
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
@@ -49,6 +49,115 @@ func wrapText(s string, width int) []string {
 		lines = append(lines, line)
 	}
 	return lines
+}
+
+// labelW is the label column of the text outputs ("Workloads" and a blank).
+const labelW = 11
+
+// textLines lays out simulate's text outputs: labels padded by the columns
+// they show (escape codes take none), no line wider than width.
+type textLines struct {
+	b     strings.Builder
+	color bool
+	width int
+}
+
+func newTextLines(color bool, width int) *textLines { return &textLines{color: color, width: width} }
+
+// label is a bold label padded to the label column.
+func (t *textLines) label(name string) string { return render.Pad(paint(t.color, bold, name), labelW) }
+
+// line writes one line as it is (without trailing blanks).
+func (t *textLines) line(s string) {
+	t.b.WriteString(strings.TrimRight(s, " "))
+	t.b.WriteByte('\n')
+}
+
+func (t *textLines) blank() { t.b.WriteByte('\n') }
+
+// fields writes tokens joined by sep after first, wrapped between tokens
+// onto lines that start with cont; a token too wide for a line is broken
+// at its blanks.
+func (t *textLines) fields(first, cont, sep string, toks ...string) {
+	fw, cw := render.VisibleWidth(first), render.VisibleWidth(cont)
+	room := t.width - max(fw, cw)
+	var fitted []string
+	for _, tok := range toks {
+		if render.VisibleWidth(tok) > room {
+			fitted = append(fitted, layLines(splitWords(tok, room), " ", room, room)...)
+			continue
+		}
+		fitted = append(fitted, tok)
+	}
+	for i, l := range layLines(fitted, sep, t.width-fw, t.width-cw) {
+		if i == 0 {
+			t.line(first + l)
+		} else {
+			t.line(cont + l)
+		}
+	}
+}
+
+// prose writes text wrapped at blanks after first (then cont), each line
+// painted with code ("" for none).
+func (t *textLines) prose(first, cont, text, code string) {
+	fw, cw := render.VisibleWidth(first), render.VisibleWidth(cont)
+	words := splitWords(text, t.width-max(fw, cw))
+	for i, l := range layLines(words, " ", t.width-fw, t.width-cw) {
+		if i == 0 {
+			t.line(first + paint(t.color, code, l))
+		} else {
+			t.line(cont + paint(t.color, code, l))
+		}
+	}
+}
+
+// splitWords splits plain text at blanks, and a word wider than room into
+// pieces of room columns.
+func splitWords(s string, room int) []string {
+	room = max(room, 8)
+	var out []string
+	for _, w := range strings.Fields(s) {
+		for render.VisibleWidth(w) > room && !strings.Contains(w, "\x1b") {
+			r := []rune(w)
+			out = append(out, string(r[:room]))
+			w = string(r[room:])
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// layLines joins pieces with sep into lines of at most firstW columns (the
+// first) and restW (the others); a piece wider than a line has one alone.
+func layLines(pieces []string, sep string, firstW, restW int) []string {
+	var lines []string
+	cur, curW, room := "", 0, firstW
+	sw := render.VisibleWidth(sep)
+	for _, p := range pieces {
+		pw := render.VisibleWidth(p)
+		if cur != "" && curW+sw+pw > room {
+			lines = append(lines, cur)
+			cur, curW, room = "", 0, restW
+		}
+		if cur != "" {
+			cur += sep
+			curW += sw
+		}
+		cur += p
+		curW += pw
+	}
+	if cur != "" || len(lines) == 0 {
+		lines = append(lines, cur)
+	}
+	return lines
+}
+
+// verdictLine writes a coloured tag and the bold verdict after it, the
+// verdict wrapped under itself.
+func (t *textLines) verdictLine(tag, verdict string) {
+	first := tag + " "
+	t.prose(first, strings.Repeat(" ", render.VisibleWidth(first)), verdict, bold)
 }
 
 // verdictLabel is the coloured tag in front of a run's verdict: its cause.
@@ -87,7 +196,7 @@ func speedup(virtual, wall time.Duration) string {
 
 // changedSettings lists the scenario's settings that differ from the
 // kernel defaults.
-func changedSettings(set map[string]int64) string {
+func changedSettings(set map[string]int64) []string {
 	def := engine.DefaultSettings()
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(set)) {
@@ -96,9 +205,9 @@ func changedSettings(set map[string]int64) string {
 		}
 	}
 	if len(parts) == 0 {
-		return "kernel defaults (nf_conntrack_max=262144)"
+		return []string{fmt.Sprintf("kernel defaults (%s=%d)", engine.SetMax, def[engine.SetMax])}
 	}
-	return strings.Join(parts, " · ")
+	return parts
 }
 
 type countRow struct {
@@ -135,16 +244,16 @@ func barText(frac float64, width int) string {
 }
 
 func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Duration, color bool, width int) error {
-	var b strings.Builder
+	t := newTextLines(color, width)
 	th := func(n int) string { return sim.Thousands(int64(n)) }
-	fmt.Fprintf(&b, "%s · %s · %s of virtual time in %.1f s%s · seed %d\n", paint(color, bold, "ctdoctor simulate"),
-		r.Scenario, r.Duration, wall.Seconds(), speedup(r.Duration, wall), r.Seed)
+	t.fields("", "  ", " · ", paint(color, bold, "ctdoctor simulate"), r.Scenario,
+		fmt.Sprintf("%s of virtual time in %.1f s%s", r.Duration, wall.Seconds(), speedup(r.Duration, wall)), fmt.Sprintf("seed %d", r.Seed))
 	if r.Description != "" {
-		for _, l := range wrapText(r.Description, width-2) {
-			fmt.Fprintf(&b, "%s\n", paint(color, dim, l))
-		}
+		t.prose("", "", r.Description, dim)
 	}
-	fmt.Fprintf(&b, "\n%s %s\n\n", verdictLabel(r, color), paint(color, bold, r.Verdict()))
+	t.blank()
+	t.verdictLine(verdictLabel(r, color), r.Verdict())
+	t.blank()
 
 	usage := func(n int) string {
 		if r.Max <= 0 {
@@ -152,10 +261,11 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 		}
 		return fmt.Sprintf(" (%.0f%%)", float64(n)*100/float64(r.Max))
 	}
-	fmt.Fprintf(&b, "%-10s max %s · buckets %s · peak %s%s at %s\n", paint(color, bold, "Table"), th(r.Max),
-		th(int(r.Settings[engine.SetBuckets])), th(r.Peak), usage(r.Peak), sim.Clock(r.PeakAt))
-	fmt.Fprintf(&b, "%-10s %s entries%s, the mean over the last %s\n", paint(color, bold, "Steady"), th(r.Steady.Total),
-		usage(r.Steady.Total), (r.Duration / 10).Round(time.Second))
+	pad := strings.Repeat(" ", labelW)
+	t.fields(t.label("Table"), pad, " · ", "max "+th(r.Max), "buckets "+th(int(r.Settings[engine.SetBuckets])),
+		fmt.Sprintf("peak %s%s at %s", th(r.Peak), usage(r.Peak), sim.Clock(r.PeakAt)))
+	t.prose(t.label("Steady"), pad, fmt.Sprintf("%s entries%s, the mean over the last %s", th(r.Steady.Total),
+		usage(r.Steady.Total), (r.Duration/10).Round(time.Second)), "")
 	rows := stateRows(r.Steady)
 	nw := 0
 	for _, row := range rows {
@@ -167,9 +277,9 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 		if frac < 0.005 {
 			share = "<1%"
 		}
-		fmt.Fprintf(&b, "%-10s   %-*s %9s %4s %s\n", "", nw, row.name, th(row.n), share, barText(frac, 20))
+		t.line(fmt.Sprintf("%s  %-*s %9s %4s %s", pad, nw, row.name, th(row.n), share, barText(frac, 20)))
 	}
-	fmt.Fprintf(&b, "%-10s   assured %s · unreplied %s\n", "", th(r.Steady.Assured), th(r.Steady.Unreplied))
+	t.fields(pad+"  ", pad+"  ", " · ", "assured "+th(r.Steady.Assured), "unreplied "+th(r.Steady.Unreplied))
 	ctr := func(name string, v uint64) string {
 		s := fmt.Sprintf("%s %s", name, sim.Thousands(int64(v)))
 		if v > 0 && name != "early_drop" {
@@ -177,36 +287,36 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 		}
 		return s
 	}
-	fmt.Fprintf(&b, "%-10s %s · %s · %s · %s\n", paint(color, bold, "Counters"), ctr("drop", r.Drop), ctr("early_drop", r.EarlyDrop),
+	t.fields(t.label("Counters"), pad, " · ", ctr("drop", r.Drop), ctr("early_drop", r.EarlyDrop),
 		ctr("insert_failed", r.InsertFailed), ctr("chaintoolong", r.ChainTooLong))
 	if r.FirstDrop >= 0 {
-		fmt.Fprintf(&b, "%-10s first drop at %s%s\n", "", sim.Clock(r.FirstDrop), dropCause(r))
+		t.prose(pad, pad, fmt.Sprintf("first drop at %s%s", sim.Clock(r.FirstDrop), dropCause(r)), "")
 	}
-	traffic := fmt.Sprintf("%s connections · %s packets · %s retransmitted", sim.Thousands(int64(r.Connections)),
-		sim.Thousands(int64(r.Packets)), sim.Thousands(int64(r.Retransmits)))
-	fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "Traffic"), traffic)
+	t.fields(t.label("Traffic"), pad, " · ", sim.Thousands(int64(r.Connections))+" connections",
+		sim.Thousands(int64(r.Packets))+" packets", sim.Thousands(int64(r.Retransmits))+" retransmitted")
 	if r.Failed > 0 {
-		fmt.Fprintf(&b, "%-10s %s\n", "", paint(color, red, sim.Thousands(int64(r.Failed))+" connections failed: conntrack dropped their packets until they gave up"))
+		t.prose(pad, pad, sim.Thousands(int64(r.Failed))+" connections failed: conntrack dropped their packets until they gave up", red)
 	}
 	if r.Lost > 0 {
-		fmt.Fprintf(&b, "%-10s %s connections lost silently to the middlebox (no FIN, no RST)\n", "", sim.Thousands(int64(r.Lost)))
+		t.prose(pad, pad, sim.Thousands(int64(r.Lost))+" connections lost silently to the middlebox (no FIN, no RST)", "")
 	}
 	wn := 0
 	for _, wl := range sc.Workloads {
 		wn = max(wn, len(wl.Name))
 	}
 	for i, wl := range sc.Workloads {
-		label := ""
+		label := pad
 		if i == 0 {
-			label = paint(color, bold, "Workloads")
+			label = t.label("Workloads")
 		}
-		fmt.Fprintf(&b, "%-10s %-*s  %s\n", label, wn, wl.Name, wl.Describe())
+		t.prose(label+fmt.Sprintf("%-*s  ", wn, wl.Name), pad+strings.Repeat(" ", wn+2), wl.Describe(), "")
 	}
 	if len(sc.NoTrack) > 0 {
-		fmt.Fprintf(&b, "%-10s %s\n", paint(color, bold, "NOTRACK"), notrackText(sc.NoTrack))
+		t.fields(t.label("NOTRACK"), pad, " · ", notrackParts(sc.NoTrack)...)
 	}
-	fmt.Fprintf(&b, "%-10s %s\n\n", paint(color, bold, "Settings"), changedSettings(r.Settings))
-	if _, err := io.WriteString(w, b.String()); err != nil {
+	t.fields(t.label("Settings"), pad, " · ", changedSettings(r.Settings)...)
+	t.blank()
+	if _, err := io.WriteString(w, t.b.String()); err != nil {
 		return err
 	}
 	c := timelineChart(r, sc)
@@ -222,7 +332,7 @@ func writeSimText(w io.Writer, r *sim.Result, sc *sim.Scenario, wall time.Durati
 	return render.TerminalChart(w, c, width, 10)
 }
 
-func notrackText(rules []engine.NoTrackRule) string {
+func notrackParts(rules []engine.NoTrackRule) []string {
 	var parts []string
 	for _, r := range rules {
 		s := "prerouting"
@@ -249,7 +359,7 @@ func notrackText(rules []engine.NoTrackRule) string {
 		}
 		parts = append(parts, s)
 	}
-	return strings.Join(parts, " · ")
+	return parts
 }
 
 var stateColors = map[conntrack.TCPState]string{
@@ -357,13 +467,12 @@ func compareChart(cmp *sim.Comparison) render.Chart {
 func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall time.Duration, color bool, width int) error {
 	a, p := cmp.Current, cmp.Proposed
 	d := cmp.Diff()
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s · %s · current vs proposed (%s) · same seed %d · 2 × %s in %.1f s\n", paint(color, bold, "ctdoctor simulate"),
-		a.Scenario, cmp.ProposedText(), a.Seed, a.Duration, wall.Seconds())
+	t := newTextLines(color, width)
+	t.fields("", "  ", " · ", paint(color, bold, "ctdoctor simulate"), a.Scenario,
+		fmt.Sprintf("current vs proposed (%s)", cmp.ProposedText()), fmt.Sprintf("same seed %d", a.Seed),
+		fmt.Sprintf("2 × %s in %.1f s", a.Duration, wall.Seconds()))
 	if a.Description != "" {
-		for _, l := range wrapText(a.Description, width-2) {
-			fmt.Fprintf(&b, "%s\n", paint(color, dim, l))
-		}
+		t.prose("", "", a.Description, dim)
 	}
 	label := paint(color, yellow, " SAME   ")
 	switch {
@@ -373,7 +482,14 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 	case !a.Dropped() && p.Dropped(), p.DroppedPackets > a.DroppedPackets, !a.Dropped() && !p.Dropped() && p.Peak > a.Peak:
 		label = paint(color, red, " WORSE  ")
 	}
-	fmt.Fprintf(&b, "\n%s %s\n\n", label, paint(color, bold, d.Verdict))
+	t.blank()
+	t.verdictLine(label, d.Verdict)
+	t.blank()
+	// Each run's own verdict, word for word as a single run prints it.
+	pad := strings.Repeat(" ", labelW)
+	t.prose(t.label("current"), pad, a.Verdict(), "")
+	t.prose(t.label("proposed"), pad, p.Verdict(), "")
+	t.blank()
 
 	th := func(n int64) string { return sim.Thousands(n) }
 	pct := func(n, m int) string {
@@ -382,12 +498,13 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 		}
 		return fmt.Sprintf(" (%.0f%%)", float64(n)*100/float64(m))
 	}
+	withPct := true
 	delta := func(x, y int64) string {
 		switch {
 		case y == x:
 			return ""
-		case x == 0:
-			return fmt.Sprintf("%+d", y-x)
+		case x == 0 || !withPct:
+			return signed(y - x)
 		}
 		return fmt.Sprintf("%s (%+.0f%%)", signed(y-x), float64(y-x)*100/float64(x))
 	}
@@ -397,12 +514,15 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 		}
 		return sim.Clock(r.FirstDrop)
 	}
-	type line struct{ k, cur, prop, diff string }
+	type line struct {
+		k, cur, prop string
+		x, y         int64 // the numbers the change is between
+		num          bool
+	}
 	lines := []line{
-		{"verdict", shortVerdict(a), shortVerdict(p), ""},
-		{"max", th(int64(a.Max)), th(int64(p.Max)), delta(int64(a.Max), int64(p.Max))},
-		{"peak", th(int64(a.Peak)) + pct(a.Peak, a.Max), th(int64(p.Peak)) + pct(p.Peak, p.Max), delta(int64(a.Peak), int64(p.Peak))},
-		{"steady", th(int64(a.Steady.Total)), th(int64(p.Steady.Total)), delta(int64(a.Steady.Total), int64(p.Steady.Total))},
+		{k: "max", cur: th(int64(a.Max)), prop: th(int64(p.Max)), x: int64(a.Max), y: int64(p.Max), num: true},
+		{k: "peak", cur: th(int64(a.Peak)) + pct(a.Peak, a.Max), prop: th(int64(p.Peak)) + pct(p.Peak, p.Max), x: int64(a.Peak), y: int64(p.Peak), num: true},
+		{k: "steady", cur: th(int64(a.Steady.Total)), prop: th(int64(p.Steady.Total)), x: int64(a.Steady.Total), y: int64(p.Steady.Total), num: true},
 	}
 	seen := map[string]bool{}
 	for _, rows := range [][]countRow{stateRows(a.Steady), stateRows(p.Steady)} {
@@ -411,32 +531,57 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 				continue
 			}
 			seen[r.name] = true
-			x, y := rowCount(a.Steady, r.name), rowCount(p.Steady, r.name)
-			lines = append(lines, line{"  " + r.name, th(int64(x)), th(int64(y)), delta(int64(x), int64(y))})
+			x, y := int64(rowCount(a.Steady, r.name)), int64(rowCount(p.Steady, r.name))
+			lines = append(lines, line{k: "  " + r.name, cur: th(x), prop: th(y), x: x, y: y, num: true})
 		}
 	}
+	counter := func(k string, x, y uint64) line {
+		return line{k: k, cur: th(int64(x)), prop: th(int64(y)), x: int64(x), y: int64(y), num: true}
+	}
 	lines = append(lines,
-		line{"first drop", drop(a), drop(p), ""},
-		line{"drop", th(int64(a.Drop)), th(int64(p.Drop)), delta(int64(a.Drop), int64(p.Drop))},
-		line{"early_drop", th(int64(a.EarlyDrop)), th(int64(p.EarlyDrop)), delta(int64(a.EarlyDrop), int64(p.EarlyDrop))},
-		line{"insert_failed", th(int64(a.InsertFailed)), th(int64(p.InsertFailed)), delta(int64(a.InsertFailed), int64(p.InsertFailed))},
-		line{"failed connections", th(int64(a.Failed)), th(int64(p.Failed)), delta(int64(a.Failed), int64(p.Failed))},
+		line{k: "first drop", cur: drop(a), prop: drop(p)},
+		counter("drop", a.Drop, p.Drop),
+		counter("early_drop", a.EarlyDrop, p.EarlyDrop),
+		counter("insert_failed", a.InsertFailed, p.InsertFailed),
+		counter("failed connections", a.Failed, p.Failed),
 	)
-	cw := len("current")
-	pw := len("proposed")
+	kw, cw, pw := 0, len("current"), len("proposed")
 	for _, l := range lines {
-		cw = max(cw, len([]rune(l.cur)))
-		pw = max(pw, len([]rune(l.prop)))
+		kw = max(kw, len(l.k))
+		cw = max(cw, render.VisibleWidth(l.cur))
+		pw = max(pw, render.VisibleWidth(l.prop))
 	}
-	fmt.Fprintf(&b, "%-20s %s%s   %s%s   %s\n", "", paint(color, bold, "current"), strings.Repeat(" ", cw-len("current")),
-		paint(color, bold, "proposed"), strings.Repeat(" ", pw-len("proposed")), paint(color, bold, "change"))
+	// Three blanks between columns and the key column as wide as the
+	// sparklines' labels below; narrower when the table does not fit.
+	gap, kcol := 3, 20
+	tableWidth := func() int {
+		dw := 0
+		for _, l := range lines {
+			if l.num {
+				dw = max(dw, render.VisibleWidth(delta(l.x, l.y)))
+			}
+		}
+		return kcol + 1 + cw + gap + pw + gap + dw
+	}
+	if tableWidth() > width {
+		gap, kcol = 2, kw
+	}
+	if tableWidth() > width {
+		withPct = false
+	}
+	sp := strings.Repeat(" ", gap)
+	t.line(fmt.Sprintf("%-*s %s%s%s%s%s", kcol, "", render.Pad(paint(color, bold, "current"), cw), sp,
+		render.Pad(paint(color, bold, "proposed"), pw), sp, paint(color, bold, "change")))
 	for _, l := range lines {
-		fmt.Fprintf(&b, "%-20s %s%s   %s%s   %s\n", l.k, l.cur, strings.Repeat(" ", cw-len([]rune(l.cur))),
-			l.prop, strings.Repeat(" ", pw-len([]rune(l.prop))), l.diff)
+		diff := ""
+		if l.num {
+			diff = delta(l.x, l.y)
+		}
+		t.line(fmt.Sprintf("%-*s %s%s%s%s%s", kcol, l.k, render.Pad(l.cur, cw), sp, render.Pad(l.prop, pw), sp, diff))
 	}
-	b.WriteString("\n")
+	t.blank()
 	top := float64(max(a.Max, p.Max, a.Peak, p.Peak))
-	sw := max(20, width-22-12)
+	sw := max(10, width-20-1-1-10)
 	series := func(r *sim.Result) []float64 {
 		v := make([]float64, len(r.Timeline))
 		for i, s := range r.Timeline {
@@ -444,12 +589,12 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 		}
 		return v
 	}
-	fmt.Fprintf(&b, "%s (same scale: %s entries = █; drops ▲)\n", paint(color, bold, "Entries over time"), th(int64(top)))
+	t.prose(paint(color, bold, "Entries over time")+" ", "", fmt.Sprintf("(same scale: %s entries = █; drops ▲)", th(int64(top))), "")
 	for _, x := range []struct {
 		name string
 		r    *sim.Result
 	}{{"current", a}, {"proposed", p}} {
-		fmt.Fprintf(&b, "%-20s %s %10s\n", x.name, render.Sparkline(series(x.r), sw, top), th(int64(x.r.Final.Total)))
+		t.line(fmt.Sprintf("%-20s %s %10s", x.name, render.Sparkline(series(x.r), sw, top), th(int64(x.r.Final.Total))))
 		if x.r.Dropped() {
 			marks := make([]float64, len(x.r.Timeline))
 			for i, s := range x.r.Timeline {
@@ -457,17 +602,17 @@ func writeCompareText(w io.Writer, cmp *sim.Comparison, sc *sim.Scenario, wall t
 					marks[i] = 1
 				}
 			}
-			fmt.Fprintf(&b, "%-20s %s\n", "", strings.Map(func(r rune) rune {
+			t.line(fmt.Sprintf("%-20s %s", "", strings.Map(func(r rune) rune {
 				if r == ' ' {
 					return ' '
 				}
 				return '▲'
-			}, render.Sparkline(marks, sw, 1)))
+			}, render.Sparkline(marks, sw, 1))))
 		}
 	}
 	last := a.Timeline[len(a.Timeline)-1].Time
-	fmt.Fprintf(&b, "%-20s %-*s%s\n", "", sw-8, sim.Clock(0), sim.Clock(last))
-	_, err := io.WriteString(w, b.String())
+	t.line(fmt.Sprintf("%-20s %-*s%s", "", sw-8, sim.Clock(0), sim.Clock(last)))
+	_, err := io.WriteString(w, t.b.String())
 	return err
 }
 
@@ -491,18 +636,4 @@ func rowCount(s sim.Sample, name string) int {
 		return s.TCP[st]
 	}
 	return 0
-}
-
-// shortVerdict is the comparison table's verdict cell; its time is the
-// one the run's verdict line gives.
-func shortVerdict(r *sim.Result) string {
-	switch r.Cause() {
-	case sim.CauseTableFull:
-		return "full at " + sim.Clock(r.FullAt)
-	case sim.CauseChainTooLong:
-		return "chains too long at " + sim.Clock(r.FirstChainDrop)
-	case sim.CauseFullNoDrops:
-		return "full at " + sim.Clock(r.FullAt) + ", no drops"
-	}
-	return "never fills"
 }
