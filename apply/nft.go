@@ -113,6 +113,13 @@ func parseEcho(b []byte) (objs []NftObject, complete bool, err error) {
 type ruleset struct {
 	tables  map[string]uint64 // "family table" → handle
 	objects map[string]bool   // objKey → present
+	list    []listed          // every object but the tables, in listing order
+}
+
+// listed is one object of a listing with where it is.
+type listed struct {
+	kind, family, table, chain, name string
+	tableHandle, handle              uint64
 }
 
 func objKey(kind, family, table string, tableHandle uint64, chain string, handle uint64) string {
@@ -169,6 +176,7 @@ func parseRuleset(b []byte) (*ruleset, error) {
 			chain = r.o.Chain
 		}
 		rs.objects[objKey(r.kind, r.o.Family, r.o.Table, th, chain, r.o.Handle)] = true
+		rs.list = append(rs.list, listed{kind: r.kind, family: r.o.Family, table: r.o.Table, chain: chain, name: r.o.Name, tableHandle: th, handle: r.o.Handle})
 	}
 	return rs, nil
 }
@@ -275,4 +283,39 @@ func newSince(before, now []byte) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// foreign lists what others put inside the tables and chains the batch
+// created: deleting those would delete it too.
+func foreign(objs []NftObject, now *ruleset) []string {
+	ours := map[string]bool{}
+	tables := map[string]bool{} // "family table tableHandle" created by the batch
+	chains := map[string]bool{} // "family table tableHandle chain" created by the batch
+	for _, o := range objs {
+		ours[objKey(o.Kind, o.Family, o.Table, o.TableHandle, o.Chain, o.Handle)] = true
+		switch o.Kind {
+		case "table":
+			tables[fmt.Sprintf("%s %s %d", o.Family, o.Table, o.Handle)] = true
+		case "chain":
+			chains[fmt.Sprintf("%s %s %d %s", o.Family, o.Table, o.TableHandle, o.Name)] = true
+		}
+	}
+	var out []string
+	for _, l := range now.list {
+		if ours[objKey(l.kind, l.family, l.table, l.tableHandle, l.chain, l.handle)] {
+			continue
+		}
+		inTable := tables[fmt.Sprintf("%s %s %d", l.family, l.table, l.tableHandle)]
+		inChain := l.kind == "rule" && chains[fmt.Sprintf("%s %s %d %s", l.family, l.table, l.tableHandle, l.chain)]
+		if inTable || inChain {
+			what := fmt.Sprintf("%s in %s %s", l.kind, l.family, l.table)
+			if l.kind == "rule" {
+				what = fmt.Sprintf("rule in %s %s %s", l.family, l.table, l.chain)
+			} else if l.name != "" {
+				what += " " + l.name
+			}
+			out = append(out, fmt.Sprintf("%s (handle %d)", what, l.handle))
+		}
+	}
+	return out
 }

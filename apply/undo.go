@@ -58,10 +58,10 @@ func undo(t *target, j *Journal, stateDir string, force bool, out io.Writer) (n 
 			fmt.Fprintln(out, note)
 		} else {
 			fmt.Fprintln(out, "restored, verified")
+			n++ // only what was actually restored counts
 		}
 		r.Status = ActUndone
 		r.Error = ""
-		n++
 		if err := writeJournal(stateDir, j); err != nil {
 			return n, notes, err
 		}
@@ -259,10 +259,14 @@ func (u *undoCtx) nft(r *ActionRecord, nsPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if f := foreign(objs, now); len(f) > 0 {
+		return "", fmt.Errorf("someone added to what the apply created since: %s; deleting the apply's tables and chains would delete those too — remove them by hand (or move them), then roll back again",
+			strings.Join(f, "; "))
+	}
 	script, gone := undoScript(objs, now)
 	if script != "" {
 		if err := runCmd(nsPath, []string{"nft", "-f", "-"}, script, nil); err != nil {
-			return "", fmt.Errorf("delete what the batch added (someone may have added rules into ctdoctor's chains since): %w", err)
+			return "", fmt.Errorf("delete what the batch added: %w", err)
 		}
 	}
 	_, after, err := listRuleset(nsPath)
