@@ -244,14 +244,14 @@ func fakeRoot(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "root")
 	files := map[string]string{
-		"proc/sys/kernel/hostname":                 "fakehost\n",
-		"proc/sys/kernel/osrelease":                "6.18-test\n",
-		"proc/sys/kernel/random/boot_id":           "0b9a3f7e-1c1d-4c59-9d55-3c1f2d7a8e11\n",
-		"proc/sys/net/netfilter/nf_conntrack_max":  "262144\n",
+		"proc/sys/kernel/hostname":                    "fakehost\n",
+		"proc/sys/kernel/osrelease":                   "6.18-test\n",
+		"proc/sys/kernel/random/boot_id":              "0b9a3f7e-1c1d-4c59-9d55-3c1f2d7a8e11\n",
+		"proc/sys/net/netfilter/nf_conntrack_max":     "262144\n",
 		"sys/module/nf_conntrack/parameters/hashsize": "65536\n",
-		"etc/sysctl.d/90-ctdoctor-conntrack.conf":  operatorConf,
-		"etc/sysctl.d/99-operator.conf":            "vm.swappiness = 10\n",
-		"etc/modules-load.d/other.conf":            "br_netfilter\n",
+		"etc/sysctl.d/90-ctdoctor-conntrack.conf":     operatorConf,
+		"etc/sysctl.d/99-operator.conf":               "vm.swappiness = 10\n",
+		"etc/modules-load.d/other.conf":               "br_netfilter\n",
 	}
 	for p, c := range files {
 		full := filepath.Join(root, p)

@@ -168,34 +168,6 @@ func checkNoSymlinks(root, rel string) error {
 	return nil
 }
 
-// mkdirs creates the missing parents of path (mode 0755) and returns the
-// ones it created, outermost first.
-func mkdirs(path string) ([]string, error) {
-	var missing []string
-	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
-		if _, err := os.Lstat(d); err == nil {
-			break
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		missing = append(missing, d)
-		if d == "/" || d == "." {
-			break
-		}
-	}
-	var created []string
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o755); err != nil {
-			return created, err
-		}
-		created = append(created, missing[i])
-		if err := syncDir(filepath.Dir(missing[i])); err != nil {
-			return created, err
-		}
-	}
-	return created, nil
-}
-
 // removeFile unlinks path (absent is fine) and fsyncs its directory.
 func removeFile(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
