@@ -53,7 +53,7 @@ func (c Cond) evalPos(k class) tri {
 		return matchNum(c, uint64(k.dport), k.dport >= 0 && k.l4proto != 0)
 	case FieldSPort:
 		return matchNum(c, uint64(k.sport), k.sport >= 0 && k.l4proto != 0)
-	case FieldDaddrTyp:
+	case FieldDaddrType:
 		if !k.local {
 			return maybe
 		}
@@ -135,6 +135,18 @@ func (r *Rule) matches(k class, skipCt bool) tri {
 	return res
 }
 
+// matchesCt evaluates only the rule's conntrack conditions (yes when it
+// has none).
+func (r *Rule) matchesCt(k class) tri {
+	res := yes
+	for _, c := range r.Conds {
+		if c.Field == FieldCtState || c.Field == FieldCt {
+			res = and(res, c.eval(k))
+		}
+	}
+	return res
+}
+
 // terminal says whether a verdict ends the packet's walk through the chain.
 func terminal(v string) bool {
 	switch v {
@@ -194,32 +206,60 @@ const (
 	needsAccept
 )
 
+// walker follows one class of packets through one table's chains,
+// remembering what each jumped-to chain does with it (a chain reached by
+// many jumps is walked once).
+type walker struct {
+	t      *Table
+	k      class
+	seen   map[string]bool // chains on the current path, to stop loops
+	walked map[string]outcome
+	fated  map[string]int // outcome sets
+}
+
+func newWalker(t *Table, k class) *walker {
+	return &walker{t: t, k: k, seen: map[string]bool{}, walked: map[string]outcome{}, fated: map[string]int{}}
+}
+
 // walk follows a class of untracked packets through a chain. On
 // needsAccept it returns the index (0-based) of the rule before which an
 // accept must go; for a rule inside a jumped-to chain that is the jump.
-func walk(t *Table, c *Chain, k class, seen map[string]bool) (outcome, int) {
-	if seen[c.Name] {
+func walk(t *Table, c *Chain, k class) (outcome, int) {
+	return newWalker(t, k).walk(c)
+}
+
+func (w *walker) walk(c *Chain) (outcome, int) {
+	if w.seen[c.Name] {
 		return needsAccept, 0 // a loop: be safe
 	}
-	seen[c.Name] = true
-	defer delete(seen, c.Name)
+	w.seen[c.Name] = true
+	defer delete(w.seen, c.Name)
+	k := w.k
 	for i, r := range c.Rules {
 		if r.matches(k, true) == no {
 			continue
 		}
-		// An accept of untracked packets that holds for the whole class.
-		if r.Verdict == "accept" && r.matches(k, false) == yes {
-			return decided, i
+		if r.Verdict == "accept" && r.matchesCt(k) == yes {
+			// An accept of untracked packets: for the whole class, or
+			// for some of it (the rest goes on); either way no obstacle.
+			if r.matches(k, false) == yes {
+				return decided, i
+			}
+			continue
 		}
 		if r.usesCt() {
 			return needsAccept, i
 		}
 		for _, target := range r.jumps() {
-			sub := t.Chain(target)
+			sub := w.t.Chain(target)
 			if sub == nil {
 				continue
 			}
-			o, _ := walk(t, sub, k, seen)
+			o, ok := w.walked[target]
+			if !ok {
+				o, _ = w.walk(sub)
+				w.walked[target] = o
+			}
 			if o == needsAccept {
 				return needsAccept, i
 			}
@@ -228,67 +268,101 @@ func walk(t *Table, c *Chain, k class, seen map[string]bool) (outcome, int) {
 			}
 		}
 		if terminal(r.Verdict) && r.matches(k, true) == yes {
+			if r.Verdict == "return" {
+				// Back to the calling chain (or the policy), which goes on.
+				return fallThrough, i
+			}
 			return decided, i
 		}
 	}
 	return fallThrough, len(c.Rules)
 }
 
+// Outcomes of a packet's walk through a chain, as a set.
+const (
+	outAccept  = 1 << iota
+	outDrop    // drop or reject
+	outReturn  // back to the calling chain
+	outUnknown // queued, an extension target, a verdict map
+)
+
 // fate says whether a chain, from rule index from on, accepts (yes), drops
 // (no) or may do either (maybe) the packets of a class in the given
-// conntrack state.
-func fate(t *Table, c *Chain, k class, from int, seen map[string]bool) (tri, bool) {
-	if seen[c.Name] {
-		return maybe, true
+// conntrack state: every rule that may match adds its outcome, one that
+// surely matches ends the walk.
+func fate(t *Table, c *Chain, k class, from int) tri {
+	w := newWalker(t, k)
+	set := w.fate(c, from)
+	if set&outReturn != 0 { // return from a base chain: its policy
+		set &^= outReturn
+		set |= policyOut(c)
 	}
-	seen[c.Name] = true
-	defer delete(seen, c.Name)
+	switch set {
+	case outAccept:
+		return yes
+	case outDrop:
+		return no
+	}
+	return maybe
+}
+
+func policyOut(c *Chain) int {
+	if c.Policy == "drop" {
+		return outDrop
+	}
+	return outAccept
+}
+
+func (w *walker) fate(c *Chain, from int) int {
+	if w.seen[c.Name] {
+		return outUnknown
+	}
+	w.seen[c.Name] = true
+	defer delete(w.seen, c.Name)
+	set := 0
 	for _, r := range c.Rules[min(from, len(c.Rules)):] {
-		m := r.matches(k, false)
+		m := r.matches(w.k, false)
 		if m == no {
 			continue
 		}
-		if r.VMap != nil || r.Verdict == "target" {
-			return maybe, true
-		}
-		if r.Verdict == "jump" || r.Verdict == "goto" {
-			sub := t.Chain(r.Target)
+		out, stop := 0, m == yes
+		switch {
+		case r.VMap != nil || r.Verdict == "queue":
+			out = outUnknown
+		case r.Verdict == "target":
+			out, stop = outUnknown, false
+		case r.Verdict == "jump" || r.Verdict == "goto":
+			sub := w.t.Chain(r.Target)
 			if sub == nil {
-				return maybe, true
+				out = outUnknown
+				break
 			}
-			v, done := fate(t, sub, k, 0, seen)
-			if !done && r.Verdict == "jump" {
-				if m == yes {
-					continue
-				}
-				return maybe, true
+			res, ok := w.fated[r.Target]
+			if !ok {
+				res = w.fate(sub, 0)
+				w.fated[r.Target] = res
 			}
-			if m == maybe || v == maybe {
-				return maybe, true
+			out = res
+			if r.Verdict == "jump" && res&outReturn != 0 {
+				// Some packets come back and go on with the next rule.
+				out, stop = res&^outReturn, false
 			}
-			return v, true
+		case r.Verdict == "accept":
+			out = outAccept
+		case r.Verdict == "drop" || r.Verdict == "reject":
+			out = outDrop
+		case r.Verdict == "return":
+			out = outReturn
+		default:
+			continue // a statement only: the packet goes on
 		}
-		if !terminal(r.Verdict) {
-			continue
+		set |= out
+		if stop {
+			return set
 		}
-		if m == maybe {
-			return maybe, true
-		}
-		switch r.Verdict {
-		case "accept":
-			return yes, true
-		case "return":
-			return maybe, false
-		case "queue":
-			return maybe, true
-		}
-		return no, true
 	}
 	if !c.Base() {
-		return maybe, false
+		return set | outReturn
 	}
-	if c.Policy == "drop" {
-		return no, true
-	}
-	return yes, true
+	return set | policyOut(c)
 }

@@ -455,7 +455,7 @@ func parseMatchOpt(r *Rule, match, opt string, vals []string, neg bool) error {
 		}
 		r.Conds = append(r.Conds, Cond{Field: f, Values: ranges, Neg: neg})
 	case match == "addrtype" && opt == "--dst-type" && first == "LOCAL":
-		r.Conds = append(r.Conds, Cond{Field: FieldDaddrTyp, Values: []Range{{rtnLocal, rtnLocal}}, Neg: neg})
+		r.Conds = append(r.Conds, Cond{Field: FieldDaddrType, Values: []Range{{rtnLocal, rtnLocal}}, Neg: neg})
 	case match == "comment" && opt == "--comment":
 		r.Comment = first
 	default:

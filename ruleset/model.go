@@ -202,18 +202,18 @@ type Field string
 // The fields the planner understands. Anything else is FieldOther, which
 // it treats as "may or may not match".
 const (
-	FieldIIFName  Field = "iifname" // input interface name
-	FieldOIFName  Field = "oifname" // output interface name
-	FieldIIF      Field = "iif"     // input interface index (lo is 1)
-	FieldOIF      Field = "oif"     // output interface index
-	FieldL4Proto  Field = "l4proto" // IP protocol number (tcp 6, udp 17)
-	FieldNFProto  Field = "nfproto" // 2 IPv4, 10 IPv6
-	FieldDPort    Field = "dport"   // transport destination port
-	FieldSPort    Field = "sport"   // transport source port
-	FieldDaddrTyp Field = "daddr_type"
-	FieldCtState  Field = "ct_state" // conntrack state bits (see CtNew…)
-	FieldCt       Field = "ct"       // any other conntrack key
-	FieldOther    Field = "other"
+	FieldIIFName   Field = "iifname" // input interface name
+	FieldOIFName   Field = "oifname" // output interface name
+	FieldIIF       Field = "iif"     // input interface index (lo is 1)
+	FieldOIF       Field = "oif"     // output interface index
+	FieldL4Proto   Field = "l4proto" // IP protocol number (tcp 6, udp 17)
+	FieldNFProto   Field = "nfproto" // 2 IPv4, 10 IPv6
+	FieldDPort     Field = "dport"   // transport destination port
+	FieldSPort     Field = "sport"   // transport source port
+	FieldDaddrType Field = "daddr_type"
+	FieldCtState   Field = "ct_state" // conntrack state bits (see CtNew…)
+	FieldCt        Field = "ct"       // any other conntrack key
+	FieldOther     Field = "other"
 )
 
 // Conntrack state bits, as nft's ct state and the kernel use them.
@@ -325,7 +325,7 @@ func valueName(f Field, v uint64) string {
 		if v == 1 {
 			return `"lo"`
 		}
-	case FieldDaddrTyp:
+	case FieldDaddrType:
 		if v == rtnLocal {
 			return "local"
 		}

@@ -104,7 +104,7 @@ func decodeRule(r *nftables.Rule, sets map[string]*nftSet) *Rule {
 			}
 		case *expr.Fib:
 			if e.FlagDADDR && e.ResultADDRTYPE && !e.FlagIIF && !e.FlagOIF {
-				load(e.Register, FieldDaddrTyp, "")
+				load(e.Register, FieldDaddrType, "")
 			} else {
 				load(e.Register, FieldOther, "fib")
 			}
@@ -269,7 +269,7 @@ func verdictName(k expr.VerdictKind) string {
 // (meta and ct keys) rather than network order (payload).
 func hostEndian(f Field) bool {
 	switch f {
-	case FieldIIF, FieldOIF, FieldCtState, FieldDaddrTyp:
+	case FieldIIF, FieldOIF, FieldCtState, FieldDaddrType:
 		return true
 	}
 	return false

@@ -425,7 +425,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 				for _, fam := range fams {
 					k := f.spec.class(c.Hook, f.desc)
 					k.nfproto = fam
-					o, i := walk(t, c, k, map[string]bool{})
+					o, i := walk(t, c, k)
 					if o != needsAccept {
 						continue
 					}
@@ -465,14 +465,7 @@ func checkOpen(t *Table, c *Chain, sel Selector, at int) error {
 		}
 		k := f.spec.class(c.Hook, f.desc)
 		k.ctState = CtNew
-		v, done := fate(t, c, k, at, map[string]bool{})
-		if !done {
-			v = yes
-			if c.Policy == "drop" {
-				v = no
-			}
-		}
-		if v == yes {
+		if fate(t, c, k, at) == yes {
 			continue
 		}
 		rule := fmt.Sprintf("%s chain %s, policy %s", t, c.Name, c.Policy)

@@ -259,14 +259,18 @@ func findTools(ctx context.Context) Tools {
 }
 
 // runIn runs a command inside the namespace at path ("" the caller's) and
-// returns its standard output. The command is started from an OS thread
-// that has joined the namespace (it inherits the thread's namespace); the
-// thread is never returned to the Go scheduler.
+// returns its standard output. For another namespace the command is
+// started from an OS thread that has joined it (a child inherits its
+// thread's namespace); that thread is never returned to the Go scheduler.
+// For the caller's own namespace it is started from the caller's thread.
 func runIn(ctx context.Context, path string, argv ...string) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, commandTimeout)
 		defer cancel()
+	}
+	if path == "" {
+		return run(ctx, argv)
 	}
 	type result struct {
 		out []byte
@@ -275,38 +279,42 @@ func runIn(ctx context.Context, path string, argv ...string) ([]byte, error) {
 	done := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		if path != "" {
-			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				done <- result{err: fmt.Errorf("open network namespace %s: %w", path, err)}
-				return
-			}
-			err = unix.Setns(fd, unix.CLONE_NEWNET)
-			unix.Close(fd)
-			if err != nil {
-				if errors.Is(err, unix.EPERM) {
-					err = fmt.Errorf("%w: setns %s: %w (entering a network namespace needs CAP_SYS_ADMIN: run as root)", ErrPermission, path, err)
-				}
-				done <- result{err: err}
-				return
-			}
-		} else {
-			defer runtime.UnlockOSThread()
-		}
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if strings.Contains(msg, "Permission denied") || strings.Contains(msg, "must be root") {
-				err = fmt.Errorf("%w: %s", ErrPermission, msg)
-			} else if msg != "" {
-				err = fmt.Errorf("%w: %s", err, msg)
-			}
+			done <- result{err: fmt.Errorf("open network namespace %s: %w", path, err)}
+			return
 		}
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+		unix.Close(fd)
+		if err != nil {
+			if errors.Is(err, unix.EPERM) {
+				err = fmt.Errorf("%w: setns %s: %w (entering a network namespace needs CAP_SYS_ADMIN: run as root)", ErrPermission, path, err)
+			}
+			done <- result{err: err}
+			return
+		}
+		out, err := run(ctx, argv)
 		done <- result{out, err}
 	}()
 	r := <-done
 	return r.out, r.err
+}
+
+// run runs a command and returns its standard output; its standard error
+// goes into the error.
+func run(ctx context.Context, argv []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		switch {
+		case strings.Contains(msg, "Permission denied") || strings.Contains(msg, "must be root"):
+			err = fmt.Errorf("%w: %s", ErrPermission, msg)
+		case msg != "":
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+	}
+	return out, err
 }
