@@ -84,7 +84,10 @@ the per-CPU counters (drop vs insert_failed vs chaintoolong), the kernel log's
 in constant memory), then prints a verdict, breakdowns and findings with fixes.
 
 Run it as root: listing entries and reading counters over netlink need
-CAP_NET_ADMIN. Without root you still get the sizing and whatever is readable.`,
+CAP_NET_ADMIN. Without root you still get the sizing and whatever is readable.
+
+Exit status: 0 when a report was produced (whatever its verdict), 1 on
+errors, 2 on usage errors (a bad flag, argument or flag value).`,
 		Example: `  ctdoctor                                  # diagnose this host (the caller's netns)
   ctdoctor --netns web1                      # a named netns (/run/netns/web1), a path or a PID
   ctdoctor --all-netns                       # every namespace's count against the global max
