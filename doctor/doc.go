@@ -15,10 +15,11 @@
 //     non-live source): the error wraps [ErrInput];
 //   - the source cannot be opened: a missing or unreadable listing file,
 //     a snapshot archive that is not one (or is unsafe to extract), a root
-//     that is not a directory, a namespace that does not exist;
-//   - a listing (file or reader) whose first line is not a conntrack entry:
-//     the error is the parser's *conntrack.LineError, wrapped with the
-//     listing's name;
+//     that is not a directory or holds no host (wrapping
+//     [host.ErrNotHostRoot]), a namespace that does not exist;
+//   - a listing (file or reader) with lines but not one conntrack entry
+//     among them: the error wraps [conntrack.ErrNoEntries] and the first
+//     line's *conntrack.LineError, with the listing's name;
 //   - the context is cancelled: the error wraps ctx.Err().
 //
 // Every error is wrapped with the context it arose in; errors.Is and
@@ -28,7 +29,16 @@
 // listing is not permitted or not available, a listing cut short (the
 // breakdown then covers the entries read before the cut). A host without
 // connection tracking at all is not an error either: its report is the
-// healthy verdict of [analyze.NoConntrack].
+// healthy verdict of [analyze.NoConntrack]. Neither is an empty listing:
+// its verdict is [analyze.Unknown] ("nothing to diagnose"), since an empty
+// table and a capture that failed look the same.
+//
+// The report's Listing (nil only for a host without connection tracking)
+// says whether the entries were read and, when
+// they were not (or not all of them), why: skipped on request, not
+// permitted, no listing available, broke off, or an empty listing. Lines of
+// a listing that are no entry are skipped, counted there, and named in the
+// verdict.
 //
 // Diagnose writes nothing to stdout or stderr; progress goes to the
 // optional Options.Progress callback.

@@ -14,6 +14,7 @@ import (
 	"github.com/ctdoctor/ctdoctor/analyze"
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/doctor"
+	"github.com/ctdoctor/ctdoctor/host"
 	"github.com/ctdoctor/ctdoctor/sim"
 )
 
@@ -41,7 +42,9 @@ func TestErrors(t *testing.T) {
 		{"all-netns with a listing", nil, doctor.Input{ListingFile: foreign, AllNetNS: true}, doctor.ErrInput, nil, "live host only"},
 		{"entries without a host", nil, doctor.Input{Entries: func(func(*conntrack.Flow) error) error { return nil }}, doctor.ErrInput, nil, "Entries needs Host"},
 		{"missing listing", nil, doctor.Input{ListingFile: filepath.Join(dir, "missing")}, fs.ErrNotExist, nil, "missing"},
-		{"foreign listing", nil, doctor.Input{ListingFile: foreign}, conntrack.ErrUnknownFormat, new(*conntrack.LineError), "line 1"},
+		{"foreign listing", nil, doctor.Input{ListingFile: foreign}, conntrack.ErrNoEntries, new(*conntrack.LineError), "line 1"},
+		{"foreign stream", nil, doctor.Input{Listing: strings.NewReader("hello\n"), ListingName: "pasted"}, conntrack.ErrNoEntries, new(*conntrack.LineError), "pasted"},
+		{"no host root", nil, doctor.Input{Root: dir}, host.ErrNotHostRoot, nil, dir},
 		{"missing snapshot", nil, doctor.Input{Snapshot: filepath.Join(dir, "missing.tar.gz")}, fs.ErrNotExist, nil, "missing.tar.gz"},
 		{"root is a file", nil, doctor.Input{Root: foreign}, nil, nil, "not a directory"},
 		{"cancelled", cancelled, doctor.Input{Root: fixtures + "k8s-node"}, context.Canceled, nil, "canceled"},
@@ -97,6 +100,16 @@ func TestNotErrors(t *testing.T) {
 	if rep.Host.NetNS != "stdin" {
 		t.Errorf("a reader is named stdin by default, got %q", rep.Host.NetNS)
 	}
+	// The cut line is skipped and counted, and the verdict says so.
+	if l := rep.Listing; l == nil || !l.Read || l.Text == nil || l.Text.Entries != 6 || l.Text.Skipped != 1 ||
+		!strings.Contains(rep.Verdict.Reason, "1 of 7 lines were skipped") {
+		t.Errorf("truncated: listing %+v, verdict %q", l, rep.Verdict.Reason)
+	}
+	// An empty listing: nothing to diagnose.
+	rep, err = doctor.Diagnose(context.Background(), doctor.Input{Listing: strings.NewReader("")}, doctor.Options{})
+	if err != nil || rep.Verdict.Level != analyze.Unknown || rep.Listing == nil || rep.Listing.Reason != analyze.ListingEmpty {
+		t.Errorf("empty listing: %v, %+v", err, rep)
+	}
 }
 
 // Options: NoEntries skips the listing, Top bounds the top tables, and
@@ -110,6 +123,9 @@ func TestOptions(t *testing.T) {
 	}
 	if rep.Table.Listed != 0 || rep.Breakdown.Total != 0 || rep.Table.Count != 3072 || rep.Host.Source != "none" {
 		t.Errorf("NoEntries: listed %d, count %d, source %q", rep.Table.Listed, rep.Table.Count, rep.Host.Source)
+	}
+	if rep.Listing == nil || rep.Listing.Read || rep.Listing.Reason != analyze.ListingSkipped {
+		t.Errorf("NoEntries: listing %+v", rep.Listing)
 	}
 	var calls []doctor.Progress
 	rep, err = doctor.Diagnose(ctx, in, doctor.Options{Top: 2, Progress: func(p doctor.Progress) { calls = append(calls, p) }})
