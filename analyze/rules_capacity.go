@@ -7,28 +7,13 @@ import (
 )
 
 // nsLogEvents counts the log's table-full events that concern this
-// namespace: those naming its inode, plus those that name none (older
-// kernels do not say which namespace).
-//
-// Namespace inode numbers are reused once a namespace is gone, so events
-// that all happened before this namespace was created (known for named
-// namespaces) belong to a predecessor and are counted in stale instead.
+// namespace (host.LogSummary.EventsOf): mine are its own; unattributed
+// name no namespace on a kernel that names none, so they may be anyone's;
+// stale are an earlier namespace's that had this one's inode number
+// (numbers are reused once a namespace is gone).
 func (c *ruleContext) nsLogEvents() (mine, unattributed, stale int) {
-	l := c.snap.Log
-	attributed := 0
-	created := c.snap.NetNS.Created
-	for _, n := range l.ByNetNS {
-		attributed += n.Count
-		if c.snap.NetNS.Inode == 0 || n.Inode != c.snap.NetNS.Inode {
-			continue
-		}
-		if !created.IsZero() && !n.Last.IsZero() && n.Last.Before(created.Add(-time.Second)) {
-			stale += n.Count
-			continue
-		}
-		mine += n.Count
-	}
-	return mine, l.TableFullEvents - attributed, stale
+	e := c.snap.Log.EventsOf(c.snap.NetNS)
+	return e.Own, e.Unnamed, e.Before
 }
 
 func ruleTableFull(c *ruleContext) *Finding {
@@ -36,9 +21,12 @@ func ruleTableFull(c *ruleContext) *Finding {
 	t := r.Table
 	mine, unattributed, stale := c.nsLogEvents()
 	events := mine + unattributed
+	// The first and last of these events, not of the whole log's.
+	logSpan := c.snap.Log.EventsOf(c.snap.NetNS)
+	logFirst, logLast := logStamp(logSpan.First), logStamp(logSpan.Last)
 	dropRate, haveRate := rate(r, "drop")
 	full := t.Max > 0 && t.Count >= t.Max
-	recentLog := events > 0 && !c.snap.Log.Last.IsZero() && c.now.Sub(c.snap.Log.Last) < time.Hour
+	recentLog := events > 0 && !logSpan.Last.IsZero() && c.now.Sub(logSpan.Last) < time.Hour
 	if !full && r.Stats.Drop == 0 && events == 0 {
 		return nil
 	}
@@ -53,9 +41,9 @@ func ruleTableFull(c *ruleContext) *Finding {
 		summary = fmt.Sprintf("table full: dropping %.1f packets/s (%d since boot)", dropRate, r.Stats.Drop)
 	case recentLog:
 		sev = Critical
-		summary = fmt.Sprintf("table full within the last hour: %d kernel log events, last at %s", events, r.Log.Last)
+		summary = fmt.Sprintf("table full within the last hour: %d kernel log events, last at %s", events, logLast)
 	case r.Stats.Drop == 0:
-		summary = fmt.Sprintf("the kernel logged %d \"table full, dropping packet\" events (last %s)", events, r.Log.Last)
+		summary = fmt.Sprintf("the kernel logged %d \"table full, dropping packet\" events (last %s)", events, logLast)
 	}
 	ev := map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage),
 		"drop": r.Stats.Drop, "early_drop": r.Stats.EarlyDrop, "log_events": events}
@@ -65,8 +53,8 @@ func ruleTableFull(c *ruleContext) *Finding {
 			ev["early_drop_per_second"] = round3(v)
 		}
 	}
-	if r.Log.First != "" {
-		ev["log_first"], ev["log_last"] = r.Log.First, r.Log.Last
+	if events > 0 && !logSpan.First.IsZero() {
+		ev["log_first"], ev["log_last"] = logFirst, logLast
 	}
 	if unattributed > 0 && mine > 0 {
 		ev["log_events_other_netns"] = unattributed
@@ -85,6 +73,14 @@ func ruleTableFull(c *ruleContext) *Finding {
 			"\"nf_conntrack: table full, dropping packet\". Clients see timeouts and retries while the server looks idle, " +
 			"because the packets never reach it. The `drop` counter counts exactly these packets; `insert_failed` is something else.",
 		Fixes: fixes, Changes: c.sizingChanges(true)}
+}
+
+// logStamp formats a log event's time as the report does ("unknown" if zero).
+func logStamp(t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 func ruleTableNearFull(c *ruleContext) *Finding {

@@ -41,11 +41,34 @@ const keepLogLines = 10
 //
 // With a zero boot time, monotonic stamps give no event time. Lines that
 // fit no format are skipped; only a read error is returned. ByNetNS names
-// are left empty for the caller to resolve.
+// are left empty: [ParseKernelLogNetNS] resolves them.
 func ParseKernelLog(r io.Reader, boot time.Time, year int) (LogSummary, error) {
+	return ParseKernelLogNetNS(r, boot, year, nil)
+}
+
+// ParseKernelLogNetNS is [ParseKernelLog] that names the namespaces of the
+// "table full in netns N" events after list, the namespaces that exist now
+// (the first entry of an inode wins: list named ones first).
+//
+// Namespace inode numbers are reused once a namespace is gone. An event
+// from before the creation of the namespace that has its number now
+// (NetNS.Created) was logged by an earlier namespace: it is counted in an
+// entry of its own, with Gone set and ReusedBy naming the namespace that
+// has the number now, also once that one logs events of its own. Events
+// without a time, or of a namespace whose creation time is unknown, go to
+// the namespace that has the number now.
+func ParseKernelLogNetNS(r io.Reader, boot time.Time, year int, list []NetNS) (LogSummary, error) {
 	p := logParser{boot: boot, year: year}
 	if p.year == 0 {
 		p.year = time.Now().Year()
+	}
+	if len(list) > 0 {
+		p.now = make(map[uint64]NetNS, len(list))
+		for _, ns := range list {
+			if _, ok := p.now[ns.Inode]; !ok && ns.Inode != 0 {
+				p.now[ns.Inode] = ns
+			}
+		}
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
@@ -54,11 +77,11 @@ func ParseKernelLog(r io.Reader, boot time.Time, year int) (LogSummary, error) {
 	}
 	p.flushPending(false)
 	s := p.sum
-	for ino, c := range p.byNS {
-		s.ByNetNS = append(s.ByNetNS, NetNSCount{Inode: ino, Count: c.Count, First: c.First, Last: c.Last})
+	for _, c := range p.byNS {
+		s.ByNetNS = append(s.ByNetNS, *c)
 	}
 	slices.SortFunc(s.ByNetNS, func(a, b NetNSCount) int {
-		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Inode, b.Inode))
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Inode, b.Inode), cmp.Compare(a.First.UnixNano(), b.First.UnixNano()))
 	})
 	if err := sc.Err(); err != nil {
 		return s, fmt.Errorf("read kernel log: %w", err)
@@ -71,9 +94,17 @@ type logParser struct {
 	year      int
 	lastMonth time.Month
 	sum       LogSummary
-	byNS      map[uint64]*NetNSCount
+	now       map[uint64]NetNS // the namespaces that exist now, by inode
+	byNS      map[nsKey]*NetNSCount
 	lastEvent bool // the previous message was a table-full event
 	pending   int  // a suppression count waiting for the next message
+}
+
+// nsKey tells apart a namespace's events from those of a gone namespace
+// that had the same inode number.
+type nsKey struct {
+	ino  uint64
+	gone bool
 }
 
 func (p *logParser) line(raw string) {
@@ -104,38 +135,56 @@ func (p *logParser) line(raw string) {
 	p.lastEvent = true
 	ev.Time = t
 	p.sum.TableFullEvents++
-	if !t.IsZero() {
-		if p.sum.First.IsZero() || t.Before(p.sum.First) {
-			p.sum.First = t
-		}
-		if t.After(p.sum.Last) {
-			p.sum.Last = t
-		}
-	}
+	span(&p.sum.First, &p.sum.Last, t)
 	if ev.NetNS != 0 {
-		if p.byNS == nil {
-			p.byNS = map[uint64]*NetNSCount{}
-		}
-		c := p.byNS[ev.NetNS]
-		if c == nil {
-			c = &NetNSCount{Inode: ev.NetNS}
-			p.byNS[ev.NetNS] = c
-		}
-		c.Count++
-		if !t.IsZero() {
-			if c.First.IsZero() || t.Before(c.First) {
-				c.First = t
-			}
-			if t.After(c.Last) {
-				c.Last = t
-			}
-		}
+		p.countNetNS(ev.NetNS, t)
+	} else {
+		p.sum.NoNetNS++
+		span(&p.sum.NoNetNSFirst, &p.sum.NoNetNSLast, t)
 	}
 	if len(p.sum.Lines) == keepLogLines {
 		copy(p.sum.Lines, p.sum.Lines[1:])
 		p.sum.Lines = p.sum.Lines[:keepLogLines-1]
 	}
 	p.sum.Lines = append(p.sum.Lines, ev)
+}
+
+// countNetNS counts an event of the namespace with inode ino at t.
+func (p *logParser) countNetNS(ino uint64, t time.Time) {
+	key := nsKey{ino: ino}
+	ns, known := p.now[ino]
+	if known && !ns.Created.IsZero() && !t.IsZero() && t.Before(ns.Created) {
+		key.gone = true
+	}
+	if p.byNS == nil {
+		p.byNS = map[nsKey]*NetNSCount{}
+	}
+	c := p.byNS[key]
+	if c == nil {
+		c = &NetNSCount{Inode: ino}
+		switch {
+		case key.gone:
+			c.Gone, c.ReusedBy = true, ns.Name
+		case known:
+			c.Name = ns.Name
+		}
+		p.byNS[key] = c
+	}
+	c.Count++
+	span(&c.First, &c.Last, t)
+}
+
+// span widens [first, last] to take in t (a zero t is unknown).
+func span(first, last *time.Time, t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	if first.IsZero() || t.Before(*first) {
+		*first = t
+	}
+	if t.After(*last) {
+		*last = t
+	}
 }
 
 func (p *logParser) flushPending(count bool) {

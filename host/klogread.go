@@ -29,25 +29,16 @@ func (r *reader) readLog(snap *Snapshot) LogSummary {
 		err error
 	)
 	if r.live {
-		sum, err = readLiveLog()
+		// The namespaces that exist now name the log's "in netns N"
+		// events, and their creation times tell a reused number's events
+		// apart (see ParseKernelLogNetNS).
+		list, _ := listNetNS("/")
+		sum, err = readLiveLog(list)
 	} else {
 		sum, err = r.readLogFile()
 	}
 	if err != nil {
 		r.warn("kernel log: %v", err)
-		return sum
-	}
-	if len(sum.ByNetNS) > 0 && r.live {
-		names := netNSNames("/")
-		for i := range sum.ByNetNS {
-			n := &sum.ByNetNS[i]
-			n.Name = names[n.Inode]
-			// Inode numbers are reused: events from before a named
-			// namespace existed came from a namespace that is gone.
-			if c := namedNetNSCreated(n.Name); !c.IsZero() && !n.Last.IsZero() && n.Last.Before(c.Add(-time.Second)) {
-				n.Name = "gone; number since reused by " + n.Name
-			}
-		}
 	}
 	return sum
 }
@@ -108,11 +99,11 @@ func liveBootTime() time.Time {
 
 // readLiveLog reads /dev/kmsg from the start of the ring buffer until
 // EAGAIN (never blocking), falling back to running `dmesg`.
-func readLiveLog() (LogSummary, error) {
+func readLiveLog(list []NetNS) (LogSummary, error) {
 	boot := liveBootTime()
 	data, kerr := readKmsg()
 	if kerr == nil {
-		sum, err := ParseKernelLog(bytes.NewReader(data), boot, 0)
+		sum, err := ParseKernelLogNetNS(bytes.NewReader(data), boot, 0, list)
 		sum.Source = "/dev/kmsg"
 		return sum, err
 	}
@@ -123,7 +114,7 @@ func readLiveLog() (LogSummary, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err == nil {
-		sum, err := ParseKernelLog(bytes.NewReader(out), boot, 0)
+		sum, err := ParseKernelLogNetNS(bytes.NewReader(out), boot, 0, list)
 		sum.Source = "dmesg"
 		return sum, err
 	}

@@ -241,7 +241,7 @@ func TestLiveKernelLogDoesNotBlock(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		s, err := readLiveLog()
+		s, err := readLiveLog(nil)
 		if err == nil && s.Source == "" {
 			t.Error("no source")
 		}

@@ -45,8 +45,11 @@ func ResolveNetNS(spec string) (NetNS, error) {
 		}
 		if ns.Init {
 			ns.Name = "init"
-		} else if name := namedNetNSByInode(ino); name != "" {
-			ns.Name, ns.Path = name, filepath.Join(runNetNS, name)
+		} else {
+			if name := namedNetNSByInode(ino); name != "" {
+				ns.Name, ns.Path = name, filepath.Join(runNetNS, name)
+			}
+			ns.Created = netNSCreated(ns.Path, ino)
 		}
 		return ns, nil
 	}
@@ -87,7 +90,11 @@ func ResolveNetNS(spec string) (NetNS, error) {
 		}
 	}
 	if !ns.Init {
-		ns.Created = namedNetNSCreated(ns.Name)
+		path := ns.Path
+		if name := namedNetNSByInode(ino); name != "" {
+			path = filepath.Join(runNetNS, name) // pinned since `ip netns add`
+		}
+		ns.Created = netNSCreated(path, ino)
 	}
 	return ns, nil
 }
@@ -185,8 +192,12 @@ func isDigits(s string) bool {
 // enters with setns(2). /proc/sys/net and /proc/thread-self/net show the
 // namespace of the thread that opens them, so every per-namespace read is
 // done in fn. The thread is never unlocked: it exits with the goroutine
-// and is never reused in the wrong namespace. An empty path runs fn on a
-// locked thread of the caller's namespace.
+// and is never reused in the wrong namespace. It is also switched back to
+// its own namespace after fn: the runtime cannot end the process's main
+// thread and parks it instead, and a thread parked inside the namespace
+// would keep it alive after `ip netns del` (and its inode number from
+// being reused) for as long as the process runs. An empty path runs fn on
+// a locked thread of the caller's namespace.
 func inNetNS(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -196,6 +207,12 @@ func inNetNS(path string, fn func() error) error {
 			errc <- fn()
 			return
 		}
+		self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open this thread's network namespace: %w", err)
+			return
+		}
+		defer unix.Close(self)
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			errc <- fmt.Errorf("open network namespace %s: %w", path, err)
@@ -210,7 +227,9 @@ func inNetNS(path string, fn func() error) error {
 			errc <- fmt.Errorf("setns %s: %w", path, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		_ = unix.Setns(self, unix.CLONE_NEWNET) // best effort: the thread ends (or is parked) either way
+		errc <- err
 	}()
 	return <-errc
 }
@@ -218,15 +237,18 @@ func inNetNS(path string, fn func() error) error {
 // ListNetNS returns the host's network namespaces: the named ones in
 // /run/netns, then one per distinct inode over /proc/*/ns/net, named
 // "pid:N (comm)" after the lowest PID that uses it ("init" for the initial
-// namespace). Processes whose links cannot be read are skipped.
+// namespace), each with its creation time estimated as [NetNS.Created]
+// says. Processes whose links cannot be read are skipped.
 func ListNetNS() ([]NetNS, error) {
 	return listNetNS("/")
 }
 
 func listNetNS(root string) ([]NetNS, error) {
 	initIno := initNetNSInode()
+	boot := bootTimeBoottime()
 	if root != "/" {
 		initIno = 0
+		boot = procBtime(filepath.Join(root, "proc/stat"))
 	}
 	seen := map[uint64]bool{}
 	var out []NetNS
@@ -237,20 +259,60 @@ func listNetNS(root string) ([]NetNS, error) {
 	}
 	for _, e := range ents {
 		p := filepath.Join(runDir, e.Name())
-		ino, err := statInode(p)
-		if err != nil || seen[ino] {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || seen[st.Ino] {
 			continue
 		}
 		if root == "/" && checkNetNSFile(p) != nil {
 			continue
 		}
-		seen[ino] = true
-		out = append(out, NetNS{Name: e.Name(), Path: p, Inode: ino, Init: ino == initIno})
+		seen[st.Ino] = true
+		out = append(out, NetNS{Name: e.Name(), Path: p, Inode: st.Ino, Init: st.Ino == initIno, Created: nsfsTime(&st)})
 	}
 	procDir := filepath.Join(root, "proc")
+	procs, err := netNSProcesses(procDir, boot)
+	for _, pr := range procs {
+		if seen[pr.ino] {
+			continue
+		}
+		seen[pr.ino] = true
+		dir := filepath.Join(procDir, strconv.Itoa(pr.pid))
+		ns := NetNS{Name: fmt.Sprintf("pid:%d", pr.pid), Path: filepath.Join(dir, "ns/net"), Inode: pr.ino, Init: pr.ino == initIno}
+		if ns.Init {
+			ns.Name = "init"
+		} else if comm := readComm(dir); comm != "" {
+			ns.Name += " (" + comm + ")"
+		}
+		out = append(out, ns)
+	}
+	oldest := oldestStarts(procs)
+	for i := range out {
+		ns := &out[i]
+		if ns.Init {
+			ns.Created = time.Time{}
+			continue
+		}
+		if t := oldest[ns.Inode]; !t.IsZero() && (ns.Created.IsZero() || t.Before(ns.Created)) {
+			ns.Created = t
+		}
+	}
+	return out, err
+}
+
+// nsProcess is a process and the inode of its network namespace.
+type nsProcess struct {
+	pid   int
+	ino   uint64
+	start time.Time // zero if unknown
+}
+
+// netNSProcesses lists the processes under procDir by PID with their
+// network namespace's inode and start time (boot is the wall time of the
+// boot clock's zero). Processes whose link cannot be read are left out.
+func netNSProcesses(procDir string, boot time.Time) ([]nsProcess, error) {
 	pents, err := os.ReadDir(procDir)
 	if err != nil {
-		return out, fmt.Errorf("list %s: %w", procDir, err)
+		return nil, fmt.Errorf("list %s: %w", procDir, err)
 	}
 	pids := make([]int, 0, len(pents))
 	for _, e := range pents {
@@ -259,49 +321,132 @@ func listNetNS(root string) ([]NetNS, error) {
 		}
 	}
 	slices.Sort(pids)
+	out := make([]nsProcess, 0, len(pids))
 	for _, pid := range pids {
 		dir := filepath.Join(procDir, strconv.Itoa(pid))
-		p := filepath.Join(dir, "ns/net")
-		ino, err := statInode(p)
-		if err != nil || seen[ino] {
+		ino, err := statInode(filepath.Join(dir, "ns/net"))
+		if err != nil {
 			continue
 		}
-		seen[ino] = true
-		ns := NetNS{Name: fmt.Sprintf("pid:%d", pid), Path: p, Inode: ino, Init: ino == initIno}
-		if ns.Init {
-			ns.Name = "init"
-		} else if comm := readComm(dir); comm != "" {
-			ns.Name += " (" + comm + ")"
-		}
-		out = append(out, ns)
+		out = append(out, nsProcess{pid: pid, ino: ino, start: processStart(dir, boot)})
 	}
 	return out, nil
 }
 
-// netNSNames maps namespace inodes to names, for the kernel log's
-// "in netns N" (named namespaces win over process ones).
-func netNSNames(root string) map[uint64]string {
-	m := map[uint64]string{}
-	list, _ := listNetNS(root)
-	for _, ns := range list {
-		if _, ok := m[ns.Inode]; !ok {
-			m[ns.Inode] = ns.Name
+// oldestStarts maps each namespace inode to its oldest process's start time.
+func oldestStarts(procs []nsProcess) map[uint64]time.Time {
+	m := map[uint64]time.Time{}
+	for _, p := range procs {
+		if p.start.IsZero() {
+			continue
+		}
+		if t, ok := m[p.ino]; !ok || p.start.Before(t) {
+			m[p.ino] = p.start
 		}
 	}
 	return m
 }
 
-// namedNetNSCreated returns when a named namespace was created: the ctime
-// of its /run/netns bind mount, which pins the namespace's nsfs inode from
-// the moment `ip netns add` makes it. Zero for unnamed namespaces, whose
-// nsfs inode may be materialised long after the namespace was born.
-func namedNetNSCreated(name string) time.Time {
-	if name == "" || strings.ContainsRune(name, '/') {
-		return time.Time{}
+// netNSCreated estimates when the namespace with inode ino was created
+// (zero if nothing tells): the earlier of
+//
+//   - the times of its nsfs inode, seen through path (a /run/netns bind
+//     mount or /proc/PID/ns/net). The kernel stamps that inode when it
+//     first hands it out and keeps it only while something holds it: a
+//     bind mount made by `ip netns add` holds it from the namespace's
+//     first milliseconds, so its ctime is the creation time; an unheld
+//     /proc/PID/ns/net is stamped anew at each stat, so its time is only
+//     an upper bound;
+//   - the start time of the oldest process in the namespace (clock ticks:
+//     10 ms), which is the creation time for a process that was cloned into
+//     a new namespace, as container runtimes do.
+//
+// A process that joined the namespace later (setns) may have started
+// before it existed and make the estimate too early. See [NetNS.Created].
+func netNSCreated(path string, ino uint64) time.Time {
+	var created time.Time
+	if path != "" {
+		var st unix.Stat_t
+		if unix.Stat(path, &st) == nil && st.Ino == ino {
+			created = nsfsTime(&st)
+		}
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(runNetNS, name), &st); err != nil {
+	procs, _ := netNSProcesses("/proc", bootTimeBoottime())
+	var mine []nsProcess
+	for _, p := range procs {
+		if p.ino == ino {
+			mine = append(mine, p)
+		}
+	}
+	if t := oldestStarts(mine)[ino]; !t.IsZero() && (created.IsZero() || t.Before(created)) {
+		created = t
+	}
+	return created
+}
+
+// nsfsTime is the time an nsfs inode was stamped (its ctime, equal to its
+// mtime and atime: nothing changes them later).
+func nsfsTime(st *unix.Stat_t) time.Time {
+	if st.Ctim.Sec == 0 && st.Ctim.Nsec == 0 {
 		return time.Time{}
 	}
 	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's start time: 100 on
+// every architecture Linux runs on (sysconf(_SC_CLK_TCK) without cgo).
+const clockTicks = 100
+
+// processStart returns when the process in procDir started: its
+// /proc/PID/stat starttime (field 22, clock ticks after boot) on the boot
+// clock whose zero is boot. Zero if unknown.
+func processStart(procDir string, boot time.Time) time.Time {
+	if boot.IsZero() {
+		return time.Time{}
+	}
+	b, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	if err != nil {
+		return time.Time{}
+	}
+	// "PID (comm) S PPID …": comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return time.Time{}
+	}
+	f := strings.Fields(string(b[i+1:]))
+	const startField = 22 - 3 // fields after the comm start with the 3rd
+	if len(f) <= startField {
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseUint(f[startField], 10, 63)
+	if err != nil || ticks > 1<<50 {
+		return time.Time{}
+	}
+	return boot.Add(time.Duration(ticks) * (time.Second / clockTicks))
+}
+
+// bootTimeBoottime is the wall time of CLOCK_BOOTTIME's zero, the base of
+// process start times.
+func bootTimeBoottime() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}
+	}
+	return time.Now().Round(0).Add(-time.Duration(ts.Nano()))
+}
+
+// procBtime reads the "btime" line of a proc/stat file (zero if unknown).
+func procBtime(path string) time.Time {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(s, 0)
+			}
+		}
+	}
+	return time.Time{}
 }

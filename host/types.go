@@ -42,9 +42,14 @@ type NetNS struct {
 	Path  string `json:"path,omitempty"`  // e.g. /run/netns/NAME or /proc/N/ns/net
 	Inode uint64 `json:"inode,omitempty"` // as in `readlink /proc/PID/ns/net` and the kernel log
 	Init  bool   `json:"init"`
-	// Created is when a named namespace was created (zero if unknown):
-	// namespace inode numbers are reused, so kernel log events older than
-	// this belong to an earlier namespace with the same number.
+	// Created is when the namespace was created, as well as the host can
+	// tell (zero if unknown, and for the initial namespace): the earlier
+	// of the time its nsfs inode was first handed out (for a namespace
+	// made by `ip netns add`, whose /run/netns bind mount holds that inode
+	// from the start, the creation time) and the start of the oldest
+	// process in it. Namespace inode numbers are reused, so kernel log
+	// events older than this belong to an earlier namespace with the same
+	// number.
 	Created time.Time `json:"created,omitzero"`
 }
 
@@ -98,13 +103,23 @@ type StatsRead struct {
 
 // LogSummary sums up the kernel log's "table full, dropping packet" events.
 type LogSummary struct {
-	Source          string       `json:"source"` // "/dev/kmsg", "dmesg", a file, or "" if unread
-	TableFullEvents int          `json:"table_full_events"`
-	Suppressed      int          `json:"suppressed"` // "printk: N messages suppressed" / "callbacks suppressed"
-	First           time.Time    `json:"first,omitzero"`
-	Last            time.Time    `json:"last,omitzero"`
-	Lines           []LogEvent   `json:"lines,omitempty"` // the last few events
-	ByNetNS         []NetNSCount `json:"netns,omitempty"`
+	Source          string     `json:"source"` // "/dev/kmsg", "dmesg", a file, or "" if unread
+	TableFullEvents int        `json:"table_full_events"`
+	Suppressed      int        `json:"suppressed"` // "printk: N messages suppressed" / "callbacks suppressed"
+	First           time.Time  `json:"first,omitzero"`
+	Last            time.Time  `json:"last,omitzero"`
+	Lines           []LogEvent `json:"lines,omitempty"` // the last few events
+	// ByNetNS counts the events that name a namespace ("table full in
+	// netns N"), one entry per namespace, and one more per inode number
+	// for the events of an earlier namespace that had it (Gone).
+	ByNetNS []NetNSCount `json:"netns,omitempty"`
+	// NoNetNS counts the events that name no namespace, between
+	// NoNetNSFirst and NoNetNSLast: on kernels that name the namespace in
+	// the message, the initial namespace's; on older kernels, any
+	// namespace's.
+	NoNetNS      int       `json:"no_netns,omitempty"`
+	NoNetNSFirst time.Time `json:"no_netns_first,omitzero"`
+	NoNetNSLast  time.Time `json:"no_netns_last,omitzero"`
 }
 
 // LogEvent is one "table full" line.
@@ -117,11 +132,18 @@ type LogEvent struct {
 
 // NetNSCount counts log events of one namespace.
 type NetNSCount struct {
-	Inode uint64    `json:"inode"`
-	Name  string    `json:"name,omitempty"` // resolved where possible
+	Inode uint64 `json:"inode"`
+	// Name is the namespace's name ("demo", "pid:N (comm)"), empty when
+	// unknown and for a gone namespace.
+	Name  string    `json:"name,omitempty"`
 	Count int       `json:"count"`
 	First time.Time `json:"first,omitzero"`
 	Last  time.Time `json:"last,omitzero"`
+	// Gone is set for the events of a namespace that no longer exists:
+	// they happened before the namespace that has the inode number now
+	// (ReusedBy) was created.
+	Gone     bool   `json:"gone,omitempty"`
+	ReusedBy string `json:"reused_by,omitempty"`
 }
 
 // NetNSUsage is one namespace's table count against the global max.

@@ -208,7 +208,7 @@ func (t *textWriter) table(r *analyze.Report) {
 			l.Suppressed, orDash(l.First), orDash(l.Last)), room)...)
 		t.tokens(t.label("Kernel log"), indent(labelW), toks, " ")
 		for _, n := range l.NetNS {
-			t.para(indent(labelW+2), indent(labelW+4), fmt.Sprintf("netns %d%s: %d", n.Inode, ifs(n.Name != "", " ("+TruncateMiddle(n.Name, 40)+")"), n.Count), plain)
+			t.para(indent(labelW+2), indent(labelW+4), fmt.Sprintf("netns %d%s: %d", n.Inode, ifs(n.Label() != "", " ("+TruncateMiddle(n.Label(), 40)+")"), n.Count), plain)
 		}
 	case l.Source != "":
 		t.para(t.label("Kernel log"), indent(labelW), fmt.Sprintf("no \"table full\" events in %s", l.Source), plain)
