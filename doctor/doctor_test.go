@@ -188,3 +188,29 @@ func TestSimulatedHost(t *testing.T) {
 		t.Errorf("reports differ:\n sim    %s\n doctor %s", jw, jg)
 	}
 }
+
+// A listing that breaks off: the entries before the break are counted, the
+// report says the listing failed, and a warning names the error.
+func TestListingBreaksOff(t *testing.T) {
+	cut := errors.New("netlink: message truncated")
+	src := func(fn func(*conntrack.Flow) error) error {
+		var f conntrack.Flow
+		for range 2 {
+			if err := fn(&f); err != nil {
+				return err
+			}
+		}
+		return cut
+	}
+	rep, err := doctor.Diagnose(context.Background(), doctor.Input{Host: doctor.ListingSnapshot("test"), Entries: src}, doctor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := rep.Listing
+	if rep.Breakdown.Total != 2 || l == nil || !l.Read || l.Reason != analyze.ListingFailed || !strings.Contains(l.Detail, "after 2 entries") {
+		t.Errorf("%d entries, listing %+v", rep.Breakdown.Total, l)
+	}
+	if w := strings.Join(rep.Warnings, "\n"); !strings.Contains(w, cut.Error()) {
+		t.Errorf("warnings %q lack the error", w)
+	}
+}
