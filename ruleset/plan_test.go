@@ -1,0 +1,321 @@
+package ruleset
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// iptRuleset builds a ruleset from iptables-save text (IPv4) and
+// optionally ip6tables-save text, for one backend.
+func iptRuleset(t *testing.T, b Backend, v4, v6 string) *Ruleset {
+	t.Helper()
+	rs := &Ruleset{Tools: DefaultTools(), Nftables: true}
+	for _, s := range []struct {
+		text string
+		fam  Family
+	}{{v4, "ip"}, {v6, "ip6"}} {
+		if s.text == "" {
+			continue
+		}
+		tables, err := ParseSave(strings.NewReader(s.text), b, s.fam)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.Tables = append(rs.Tables, tables...)
+	}
+	return rs
+}
+
+func mustPlan(t *testing.T, rs *Ruleset, sel Selector) *Plan {
+	t.Helper()
+	p, err := PlanNotrack(rs, sel, Target{NetNS: "demo"})
+	if err != nil {
+		t.Fatalf("PlanNotrack(%s): %v", sel, err)
+	}
+	return p
+}
+
+func hasCommand(p *Plan, substr string) bool {
+	for _, c := range p.Commands() {
+		if strings.Contains(c, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+// A chain jumped to that RETURNs sends the packets back: the stateful rule
+// after the jump still sees them, so the accept goes before it (position
+// 2), not nowhere.
+func TestPlanReturnGoesBackToTheCaller(t *testing.T) {
+	rs := iptRuleset(t, BackendIptablesLegacy, `*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:USER - [0:0]
+-A INPUT -j USER
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp --dport 80 -m state --state NEW -j ACCEPT
+-A USER -j RETURN
+COMMIT
+`, "")
+	p := mustPlan(t, rs, Loopback())
+	if !hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -m conntrack --ctstate UNTRACKED") {
+		t.Errorf("want the accept at INPUT position 2:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
+
+// A jumped-to chain whose stateful rule comes first: the accept goes
+// before the jump.
+func TestPlanStatefulInsideAJump(t *testing.T) {
+	rs := iptRuleset(t, BackendIptablesNft, "", `*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:before - [0:0]
+-A INPUT -p ipv6-icmp -j ACCEPT
+-A INPUT -j before
+-A before -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A before -i lo -j ACCEPT
+COMMIT
+`)
+	p := mustPlan(t, rs, Loopback())
+	if !hasCommand(p, "ip6tables-nft -w -I INPUT 2 -i lo -m conntrack --ctstate UNTRACKED") {
+		t.Errorf("want the accept before the jump (position 2):\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
+
+// ufw-style: loopback is accepted (statelessly) before any conntrack rule,
+// so the filter needs nothing; the raw table already untracks IPv6
+// loopback, so only IPv4 is missing and ctdoctor's nft table covers it.
+func TestPlanUfwLoopbackAlreadyAccepted(t *testing.T) {
+	tables := parseFile(t, "ip6tables-nft-save.ufw.txt", BackendIptablesNft, "ip6")
+	rs := &Ruleset{Tables: tables, Tools: DefaultTools(), Nftables: true}
+	p := mustPlan(t, rs, Loopback())
+	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "insert rule") || hasCommand(p, "ip6tables") {
+		t.Fatalf("want only the NOTRACK table:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
+
+// A port the firewall opens to some sources only: refused, because an
+// accept of untracked packets would open it to all. An early stateless
+// accept of loopback does not make an open port look restricted.
+func TestPlanRestrictedPort(t *testing.T) {
+	text := `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -s 10.0.0.0/8 -p tcp --dport 5432 -m state --state NEW -j ACCEPT
+-A INPUT -p tcp --dport 80 -m state --state NEW -j ACCEPT
+-A INPUT -j REJECT
+COMMIT
+`
+	rs := iptRuleset(t, BackendIptablesLegacy, text, "")
+	_, err := PlanNotrack(rs, Service("tcp", 5432), Target{})
+	var re *RefusedError
+	if !errors.Is(err, ErrRestricted) || !errors.As(err, &re) {
+		t.Fatalf("tcp/5432: got %v, want ErrRestricted", err)
+	}
+	p := mustPlan(t, rs, Service("tcp", 80))
+	for _, want := range []string{
+		"-I INPUT 1 -p tcp -m tcp --dport 80 -m addrtype --dst-type LOCAL -m conntrack --ctstate UNTRACKED",
+		"-I INPUT 1 -i lo -p tcp -m tcp --sport 80 -m conntrack --ctstate UNTRACKED",
+		"fib daddr type local tcp dport 80 notrack",
+		"output tcp sport 80 notrack",
+		`output oif "lo" tcp dport 80 notrack`,
+	} {
+		if !hasCommand(p, want) {
+			t.Errorf("tcp/80 plan lacks %q:\n%s", want, strings.Join(p.Commands(), "\n"))
+		}
+	}
+	// A port the firewall does not open at all.
+	if _, err := PlanNotrack(rs, Service("tcp", 9999), Target{}); !errors.Is(err, ErrRestricted) {
+		t.Errorf("tcp/9999: got %v, want ErrRestricted", err)
+	}
+}
+
+// Docker: published ports are DNATed from a chain reached from
+// PREROUTING and OUTPUT; loopback connections to the host's own address
+// go through that DNAT, so loopback must stay tracked. The masquerade of
+// the containers' subnet is named only if nothing else refuses first.
+func TestPlanDockerRefusesLoopback(t *testing.T) {
+	tables := parseFile(t, "iptables-nft-save.docker.txt", BackendIptablesNft, "ip")
+	rs := &Ruleset{Tables: tables, Tools: DefaultTools(), Nftables: true}
+	_, err := PlanNotrack(rs, Loopback(), Target{})
+	var re *RefusedError
+	if !errors.Is(err, ErrNATed) || !errors.As(err, &re) {
+		t.Fatalf("got %v, want ErrNATed", err)
+	}
+	if _, err := PlanNotrack(rs, Service("tcp", 8080), Target{}); !errors.Is(err, ErrNATed) {
+		t.Errorf("tcp/8080 (published): got %v, want ErrNATed", err)
+	}
+}
+
+// Idempotence and partial states, on an iptables ruleset whose raw table
+// already untracks loopback for IPv4 and IPv6.
+func TestPlanAlreadyDone(t *testing.T) {
+	filter := `*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+ACCEPT_RULE-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+`
+	raw := `*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -i lo -j NOTRACK
+-A OUTPUT -o lo -j CT --notrack
+COMMIT
+`
+	accept := "-A INPUT -i lo -m conntrack --ctstate UNTRACKED -j ACCEPT\n"
+	both := func(f, r string) *Ruleset { return iptRuleset(t, BackendIptablesLegacy, f+r, f+r) }
+
+	if p := mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", accept, 1), raw), Loopback()); !p.Empty() {
+		t.Errorf("accept and NOTRACK present: want nothing to do, got\n%s", strings.Join(p.Commands(), "\n"))
+	}
+	// NOTRACK without the accept (the broken state): only the accept rules.
+	p := mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", "", 1), raw), Loopback())
+	if len(p.Steps) != 2 || hasCommand(p, "create table") || hasCommand(p, "-j NOTRACK") || !hasCommand(p, "iptables-legacy -w -I INPUT 1") || !hasCommand(p, "ip6tables-legacy -w -I INPUT 1") {
+		t.Errorf("NOTRACK present, accept missing: want the accept only, for both families:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+	// The accept without NOTRACK: only the NOTRACK table.
+	p = mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", accept, 1), ""), Loopback())
+	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "insert rule") {
+		t.Errorf("accept present, NOTRACK missing: want the NOTRACK table only:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+	// NOTRACK for IPv4 only: the nft table (inet) adds IPv6.
+	p = mustPlan(t, iptRuleset(t, BackendIptablesLegacy, strings.Replace(filter, "ACCEPT_RULE", accept, 1)+raw, ""), Loopback())
+	if !hasCommand(p, "create table inet ctdoctor_notrack_lo") {
+		t.Errorf("IPv6 loopback is still tracked: want the NOTRACK table:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
+
+// nftRuleset is a native nft ruleset written as data: table inet fw with
+// an input chain whose first rule matches ct state established,related.
+func nftRuleset(tableName, chainName string) *Ruleset {
+	return &Ruleset{Tools: DefaultTools(), Nftables: true, Tables: []*Table{{
+		Backend: BackendNft, Family: "inet", Name: tableName,
+		Chains: []*Chain{{Name: chainName, Hook: HookInput, Type: "filter", Policy: "drop", Rules: []*Rule{
+			{Handle: 4, Index: 1, Stateful: true, Verdict: "accept", Conds: []Cond{{Field: FieldCtState, Mask: CtEstablished | CtRelated}}},
+		}}},
+	}}}
+}
+
+func TestPlanNftBatch(t *testing.T) {
+	p := mustPlan(t, nftRuleset("fw", "input"), Loopback())
+	if len(p.Steps) != 1 {
+		t.Fatalf("want one step, got %d", len(p.Steps))
+	}
+	want := `ip netns exec demo nft -f - <<'EOF'
+insert rule inet fw input position 4 iif "lo" ct state untracked accept comment "ctdoctor notrack lo"
+create table inet ctdoctor_notrack_lo
+add chain inet ctdoctor_notrack_lo prerouting { type filter hook prerouting priority -300; policy accept; }
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" notrack comment "ctdoctor notrack lo"
+add chain inet ctdoctor_notrack_lo output { type filter hook output priority -300; policy accept; }
+add rule inet ctdoctor_notrack_lo output oif "lo" notrack comment "ctdoctor notrack lo"
+EOF`
+	if got := p.Steps[0].Commands[0]; got != want {
+		t.Errorf("batch:\n%s\nwant:\n%s", got, want)
+	}
+	wantUndo := `ip netns exec demo sh -c '{ nft -a list chain inet fw input | sed -n "s|.* comment \"ctdoctor notrack lo\" # handle \([0-9][0-9]*\)\$|delete rule inet fw input handle \1|p"; echo "delete table inet ctdoctor_notrack_lo"; } | nft -f -'`
+	if got := p.UndoCommands(); len(got) != 1 || got[0] != wantUndo {
+		t.Errorf("undo:\n%q\nwant:\n%q", got, wantUndo)
+	}
+	if c := p.Steps[0].Changes; len(c) != 2 || c[0].Action != "insert-rule" || c[0].BeforeHandle != 4 || c[1].Action != "add-table" {
+		t.Errorf("changes: %+v", c)
+	}
+}
+
+func TestPlanErrors(t *testing.T) {
+	if _, err := PlanNotrack(nftRuleset("my fw", "input"), Loopback(), Target{}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("table name with a space: got %v, want ErrUnsupported", err)
+	}
+	rs := nftRuleset("fw", "input")
+	rs.Tools.Nft = ""
+	if _, err := PlanNotrack(rs, Loopback(), Target{}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("nft table without nft installed: got %v, want ErrUnsupported", err)
+	}
+	// ctdoctor's table, half there.
+	rs = nftRuleset("fw", "input")
+	rs.Tables = append(rs.Tables, &Table{Backend: BackendNft, Family: "inet", Name: "ctdoctor_notrack_lo", Chains: []*Chain{
+		{Name: "output", Hook: HookOutput, Type: "filter", Priority: PriorityRaw, Policy: "accept",
+			Rules: []*Rule{{Handle: 2, Index: 1, Notrack: true, Conds: []Cond{{Field: FieldOIF, Values: []Range{{1, 1}}}}}}}}})
+	if _, err := PlanNotrack(rs, Loopback(), Target{}); !errors.Is(err, ErrConflict) {
+		t.Errorf("half a ctdoctor table: got %v, want ErrConflict", err)
+	}
+	for _, sel := range []Selector{{}, {Loopback: true, Port: 80}, Service("icmp", 1), Service("tcp", 0)} {
+		if _, err := PlanNotrack(nftRuleset("fw", "input"), sel, Target{}); err == nil {
+			t.Errorf("selector %+v: want an error", sel)
+		}
+	}
+	if _, err := PlanNotrack(nftRuleset("fw", "input"), Loopback(), Target{NetNS: "a/b"}); err == nil {
+		t.Error("target a/b: want an error")
+	}
+	if _, err := PlanNotrack(nil, Loopback(), Target{}); err == nil {
+		t.Error("nil ruleset: want an error")
+	}
+}
+
+func TestTargetPrefix(t *testing.T) {
+	for _, tc := range []struct{ spec, want string }{
+		{"", ""},
+		{"demo", "ip netns exec demo "},
+		{"/run/netns/demo", "ip netns exec demo "},
+		{"/run/netns/../netns/demo", "ip netns exec demo "},
+		{"1234", "nsenter --net=/proc/1234/ns/net -- "},
+		{"/var/run/docker/netns/abc", "nsenter --net=/var/run/docker/netns/abc -- "},
+		{"it's", `ip netns exec 'it'\''s' `},
+	} {
+		if got := (Target{NetNS: tc.spec}).Prefix(); got != tc.want {
+			t.Errorf("Prefix(%q) = %q, want %q", tc.spec, got, tc.want)
+		}
+	}
+}
+
+// A ruleset survives JSON (as a snapshot could store it) and gives the
+// same plan.
+func TestRulesetJSONRoundTrip(t *testing.T) {
+	rs := iptRuleset(t, BackendIptablesNft, rhelRules, "")
+	b, err := json.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Ruleset
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	p1, p2 := mustPlan(t, rs, Loopback()), mustPlan(t, &back, Loopback())
+	if strings.Join(p1.Commands(), "\n") != strings.Join(p2.Commands(), "\n") {
+		t.Errorf("plans differ after a JSON round trip")
+	}
+}
+
+func TestWriteScript(t *testing.T) {
+	p := mustPlan(t, nftRuleset("fw", "input"), Loopback())
+	var b strings.Builder
+	if err := WriteScript(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	s := b.String()
+	for _, want := range []string{"#!/bin/sh\n", "set -eu\n", "# Step 1 (nft):", "# Why: ", p.Steps[0].Commands[0] + "\n", "# To undo"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("script lacks %q:\n%s", want, s)
+		}
+	}
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.HasPrefix(line, "#") && len(line) > 110 && !strings.HasPrefix(line, "#   ") {
+			t.Errorf("comment line not wrapped: %q", line)
+		}
+	}
+	empty := &Plan{Selector: Loopback()}
+	b.Reset()
+	_ = WriteScript(&b, empty)
+	if !strings.Contains(b.String(), "Nothing to do") || strings.Contains(b.String(), "set -eu") {
+		t.Errorf("empty plan script:\n%s", b.String())
+	}
+}
