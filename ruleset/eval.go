@@ -161,7 +161,9 @@ func (r *Rule) usesCt() bool {
 	if r.Stateful {
 		return true
 	}
-	if r.VMap != nil && (r.VMap.Field == FieldCtState || r.VMap.Field == FieldCt) {
+	if r.VMap != nil && (r.VMap.Field == FieldCtState || r.VMap.Field == FieldCt || r.VMap.Unknown) {
+		// Keyed on conntrack, or with verdicts unknown: it may jump to a
+		// chain that looks at conntrack. Count it as looking itself.
 		return true
 	}
 	for _, c := range r.Conds {

@@ -187,6 +187,10 @@ type Rule struct {
 type VMap struct {
 	Field   Field       `json:"field"`
 	Entries []VMapEntry `json:"entries"`
+	// Unknown is set when the verdicts could not be read (google/nftables
+	// v0.3.0 does not decode the verdicts of map elements): any verdict,
+	// any jump, is possible.
+	Unknown bool `json:"unknown,omitempty"`
 }
 
 // VMapEntry is one key range of a verdict map.

@@ -482,7 +482,11 @@ func vmapOf(v *regVal, s *nftSet) *VMap {
 		m.Field = FieldOther
 	}
 	for _, e := range s.elems {
-		if e.VerdictData == nil || e.IntervalEnd {
+		if e.IntervalEnd {
+			continue
+		}
+		if e.VerdictData == nil {
+			m.Unknown = true
 			continue
 		}
 		n, _ := number(v.field, e.Key)

@@ -319,3 +319,19 @@ func TestWriteScript(t *testing.T) {
 		t.Errorf("empty plan script:\n%s", b.String())
 	}
 }
+
+// A verdict map whose verdicts are unknown may jump into a chain that
+// looks at conntrack: the accept goes before it.
+func TestPlanUnknownVerdictMap(t *testing.T) {
+	rs := nftRuleset("fw", "input")
+	in := rs.Tables[0].Chains[0]
+	vm := &Rule{Handle: 9, Verdict: "vmap", VMap: &VMap{Field: FieldIIFName, Unknown: true}}
+	in.Rules = append([]*Rule{vm}, in.Rules...)
+	for i, r := range in.Rules {
+		r.Index = i + 1
+	}
+	p := mustPlan(t, rs, Loopback())
+	if !hasCommand(p, "insert rule inet fw input position 9 ") {
+		t.Errorf("want the accept before the verdict map (handle 9):\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
