@@ -14,8 +14,9 @@ import (
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
 
-// Anonymizer rewrites addresses and host names for a snapshot that leaves
-// the host (`ctdoctor snapshot --anonymize`). The mapping is keyed
+// Anonymizer rewrites addresses, host names and network namespace names
+// and paths ([Anonymizer.NetNSName]) for a snapshot that leaves the host
+// (`ctdoctor snapshot --anonymize`). The mapping is keyed
 // (HMAC-SHA256) and one-way: without the key the original addresses cannot
 // be recovered or confirmed by guessing. Within one Anonymizer it is
 // consistent (an address always maps to the same output) and injective
@@ -57,6 +58,8 @@ type Anonymizer struct {
 	used6 map[[16]byte]struct{}
 	priv4 []pool4
 	pub4  []pool4
+	names map[string]string // namespace names and process names handed out
+	usedN map[string]bool
 }
 
 // pool4 is a range of IPv4 outputs and how many of them are handed out.
@@ -69,6 +72,8 @@ const (
 	domV4   = 4
 	domV6   = 6
 	domHost = 'h'
+	domNS   = 'n'
+	domComm = 'c'
 )
 
 // NewAnonymizer returns an Anonymizer keyed with key; a nil or empty key
@@ -85,6 +90,8 @@ func NewAnonymizer(key []byte) *Anonymizer {
 		used4: map[uint32]struct{}{},
 		v6:    map[[16]byte][16]byte{},
 		used6: map[[16]byte]struct{}{},
+		names: map[string]string{},
+		usedN: map[string]bool{},
 		priv4: []pool4{
 			{base: 10 << 24, size: 1 << 24},          // 10.0.0.0/8
 			{base: 172<<24 | 16<<16, size: 1 << 20},  // 172.16.0.0/12
@@ -257,6 +264,90 @@ func (a *Anonymizer) Hostname(name string) string {
 	a.mac.Write([]byte(strings.ToLower(name)))
 	a.sum = a.mac.Sum(a.sum[:0])
 	return "host-" + hex.EncodeToString(a.sum[:4])
+}
+
+// NetNSName returns the anonymized form of a network namespace's name
+// (as ctdoctor names them: [NetNS.Name], the kernel log's and --all-netns'
+// lists), consistent within the Anonymizer and injective:
+//
+//   - "", "init" and "self" stay as they are;
+//   - a name from /run/netns ("demo") becomes "netns-" and 8 hex digits;
+//   - "pid:N (comm)" keeps the PID and replaces the process name with
+//     "proc-" and 8 hex digits;
+//   - a path ("/var/run/docker/netns/3f2a…") is anonymized as [Anonymizer.NetNSPath].
+func (a *Anonymizer) NetNSName(name string) string {
+	switch {
+	case name == "" || name == "init" || name == "self":
+		return name
+	case strings.HasPrefix(name, "/"):
+		return a.NetNSPath(name)
+	case strings.HasPrefix(name, "pid:"):
+		pid, comm, ok := strings.Cut(name[len("pid:"):], " (")
+		if !isDigits(pid) {
+			break
+		}
+		if !ok || !strings.HasSuffix(comm, ")") {
+			return name // "pid:N": a PID says nothing about the site
+		}
+		return "pid:" + pid + " (" + a.keyedName(domComm, "proc-", strings.TrimSuffix(comm, ")")) + ")"
+	}
+	return a.keyedName(domNS, "netns-", name)
+}
+
+// NetNSPath returns the anonymized form of a namespace file's path:
+// /proc/PID/ns/net stays as it is; any other path keeps its directory and
+// has its last element replaced as a namespace name, so
+// "/run/netns/demo" becomes "/run/netns/" + NetNSName("demo").
+func (a *Anonymizer) NetNSPath(path string) string {
+	if path == "" || procNSPath(path) {
+		return path
+	}
+	i := strings.LastIndexByte(path, '/')
+	base := path[i+1:]
+	if base == "" {
+		return path
+	}
+	return path[:i+1] + a.keyedName(domNS, "netns-", base)
+}
+
+// procNSPath reports whether path is /proc/PID/ns/net (or …/task/TID/ns/net).
+func procNSPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/proc/")
+	if !ok {
+		return false
+	}
+	parts := strings.Split(rest, "/")
+	switch len(parts) {
+	case 3:
+		return isDigits(parts[0]) && parts[1] == "ns" && parts[2] == "net"
+	case 5:
+		return isDigits(parts[0]) && parts[1] == "task" && isDigits(parts[2]) && parts[3] == "ns" && parts[4] == "net"
+	}
+	return false
+}
+
+// keyedName maps s to prefix and 8 keyed hex digits, remembering the
+// outputs handed out so that two names never share one.
+func (a *Anonymizer) keyedName(dom byte, prefix, s string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := string(dom) + s
+	if out, ok := a.names[key]; ok {
+		return out
+	}
+	var out string
+	for probe := byte(0); ; probe++ {
+		a.mac.Reset()
+		a.mac.Write([]byte{dom, probe})
+		a.mac.Write([]byte(s))
+		a.sum = a.mac.Sum(a.sum[:0])
+		out = prefix + hex.EncodeToString(a.sum[:4])
+		if !a.usedN[out] || probe == 255 {
+			break
+		}
+	}
+	a.names[key], a.usedN[out] = out, true
+	return out
 }
 
 // genericPrefixes are networks whose CIDR notation says nothing about a
@@ -457,4 +548,123 @@ func parseIPv6Token(tok string) (netip.Addr, int, bool) {
 		return addr, len(cand), colons == 7 && len(cand) == 39
 	}
 	return netip.Addr{}, 0, false
+}
+
+// anonymizeMeta rewrites what a snapshot's meta.json says about the host
+// that could identify it: the namespace names and paths (of the namespace
+// read, of the kernel log's per-namespace counts, of --all-netns), the
+// addresses in the kernel log lines, and both in the warnings and errors,
+// which quote names and paths.
+func anonymizeMeta(m *SnapshotMeta, a *Anonymizer) {
+	r := &nsRewriter{a: a}
+	m.NetNS = r.netNS(m.NetNS)
+	l := &m.Log
+	lines := make([]LogEvent, len(l.Lines))
+	for i, e := range l.Lines {
+		e.Text = a.Text(e.Text)
+		lines[i] = e
+	}
+	l.Lines = lines
+	byNS := make([]NetNSCount, len(l.ByNetNS))
+	for i, n := range l.ByNetNS {
+		n.Name, n.ReusedBy = r.name(n.Name), r.name(n.ReusedBy)
+		byNS[i] = n
+	}
+	l.ByNetNS = byNS
+	all := make([]NetNSUsage, len(m.AllNetNS))
+	for i, u := range m.AllNetNS {
+		u.NetNS = r.netNS(u.NetNS)
+		all[i] = u
+	}
+	m.AllNetNS = all
+	for i := range all {
+		all[i].Error = r.text(all[i].Error)
+	}
+	warnings := make([]string, len(m.Warnings))
+	for i, w := range m.Warnings {
+		warnings[i] = r.text(w)
+	}
+	m.Warnings = warnings
+}
+
+// nsRewriter anonymizes namespace names and paths and remembers them, to
+// rewrite them in free text too.
+type nsRewriter struct {
+	a    *Anonymizer
+	seen [][2]string // original → anonymized
+}
+
+func (r *nsRewriter) netNS(ns NetNS) NetNS {
+	ns.Name = r.name(ns.Name)
+	if ns.Path != "" {
+		p := r.a.NetNSPath(ns.Path)
+		r.seen = append(r.seen, [2]string{ns.Path, p})
+		ns.Path = p
+	}
+	return ns
+}
+
+func (r *nsRewriter) name(n string) string {
+	out := r.a.NetNSName(n)
+	if out != n {
+		r.seen = append(r.seen, [2]string{n, out})
+		if pid, comm, ok := strings.Cut(n, " ("); ok && strings.HasPrefix(pid, "pid:") {
+			// The process name alone, as errors may quote it.
+			oc := strings.TrimSuffix(comm, ")")
+			_, ac, _ := strings.Cut(out, " (")
+			r.seen = append(r.seen, [2]string{oc, strings.TrimSuffix(ac, ")")})
+		}
+	}
+	return out
+}
+
+// text rewrites the addresses in s, and the names and paths seen so far
+// where they stand as whole words (a name "web" leaves "webhook" alone).
+func (r *nsRewriter) text(s string) string {
+	s = r.a.Text(s)
+	// Longest first: a path before the name that ends it.
+	seen := append([][2]string(nil), r.seen...)
+	for i := 1; i < len(seen); i++ {
+		for j := i; j > 0 && len(seen[j][0]) > len(seen[j-1][0]); j-- {
+			seen[j], seen[j-1] = seen[j-1], seen[j]
+		}
+	}
+	for _, p := range seen {
+		s = replaceWord(s, p[0], p[1])
+	}
+	return s
+}
+
+// replaceWord replaces the occurrences of old in s that are not part of a
+// longer name (next to a letter, digit, '_', '-' or '.').
+func replaceWord(s, old, new string) string {
+	if old == "" || old == new {
+		return s
+	}
+	var b strings.Builder
+	done := 0
+	for i := 0; ; {
+		j := strings.Index(s[i:], old)
+		if j < 0 {
+			break
+		}
+		start, end := i+j, i+j+len(old)
+		// A '.' after the name ends a sentence unless a name character follows.
+		after := end == len(s) || !isNameChar(s[end]) || (s[end] == '.' && (end+1 == len(s) || !isNameChar(s[end+1])))
+		if (start == 0 || !isNameChar(s[start-1])) && after {
+			b.WriteString(s[done:start])
+			b.WriteString(new)
+			done = end
+		}
+		i = start + 1
+	}
+	if done == 0 {
+		return s
+	}
+	b.WriteString(s[done:])
+	return b.String()
+}
+
+func isNameChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-' || c == '.'
 }

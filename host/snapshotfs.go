@@ -40,7 +40,8 @@ type SnapshotMeta struct {
 // SaveOptions control SaveSnapshot.
 type SaveOptions struct {
 	Version string
-	// Anon, when set, rewrites addresses (entries, log lines, extra files) and the hostname.
+	// Anon, when set, rewrites addresses (entries, log lines, extra files),
+	// the hostname, and namespace names and paths (meta.json, warnings).
 	Anon *Anonymizer
 	// Extra files to store as they are (e.g. "ctdoctor/ruleset.nft").
 	Extra map[string][]byte
@@ -124,7 +125,7 @@ func SaveSnapshot(w io.Writer, snap *Snapshot, src conntrack.Source, opt SaveOpt
 		meta.StatsAt = st.At
 	}
 	if opt.Anon != nil {
-		meta.Log = anonymizeLog(meta.Log, opt.Anon)
+		anonymizeMeta(&meta, opt.Anon) // namespace names and paths, log lines, warnings
 	}
 	mj, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -144,16 +145,6 @@ func latestStats(s *Snapshot) *StatsRead {
 		return s.Stats2
 	}
 	return s.Stats
-}
-
-func anonymizeLog(l LogSummary, a *Anonymizer) LogSummary {
-	out := l
-	out.Lines = nil
-	for _, e := range l.Lines {
-		e.Text = a.Text(e.Text)
-		out.Lines = append(out.Lines, e)
-	}
-	return out
 }
 
 // snapshotFiles renders what was read as the files of a fake root.
