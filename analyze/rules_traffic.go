@@ -75,8 +75,8 @@ func ruleTimeWaitDominant(c *ruleContext) *Finding {
 	switch {
 	case twTimeout <= 0:
 	case len(capped) > 0:
-		rateEst = fmt.Sprintf(" — at least %d closed connections per second (a lower bound: %s → %s:%d fills all %d local ports, so new connections reuse TIME_WAIT tuples; see local-ports-exhausted)",
-			tw/twTimeout, capped[0].Src, capped[0].Dst, capped[0].Port, size)
+		rateEst = fmt.Sprintf(" — at least %d closed connections per second (a lower bound: %s → %s:%d holds %d entries for its %d local ports, so new connections reuse TIME_WAIT tuples; see local-ports-exhausted)",
+			tw/twTimeout, capped[0].Src, capped[0].Dst, capped[0].Port, capped[0].Count, size)
 		ev["closed_per_second_at_least"] = tw / twTimeout
 	default:
 		rateEst = fmt.Sprintf(" — about %d closed connections per second", tw/twTimeout)
