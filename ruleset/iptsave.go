@@ -247,13 +247,30 @@ func (a *argReader) value(opt string) (string, error) {
 	return a.next(), nil
 }
 
+// negValue is value for options whose old form put "!" after the option
+// ("-i ! lo"): it flips *neg and returns the value after it.
+func (a *argReader) negValue(opt string, neg *bool) (string, error) {
+	v, err := a.value(opt)
+	if err == nil && v == "!" {
+		*neg = !*neg
+		v, err = a.value(opt)
+	}
+	return v, err
+}
+
 // optArgs returns the arguments of an option of a match or target up to
 // the next option.
 func (a *argReader) optArgs() []string {
 	var out []string
+	// Old iptables-save printed the negation after the option:
+	// "--dport ! 80".
+	if a.i+1 < len(a.args) && a.args[a.i] == "!" && !isOption(a.args[a.i+1]) {
+		out = append(out, a.args[a.i], a.args[a.i+1])
+		a.i += 2
+	}
 	for a.more() {
 		s := a.args[a.i]
-		if s == "!" || (strings.HasPrefix(s, "-") && len(s) > 1 && !isNumber(s)) {
+		if s == "!" || isOption(s) {
 			break
 		}
 		out = append(out, s)
@@ -261,6 +278,8 @@ func (a *argReader) optArgs() []string {
 	}
 	return out
 }
+
+func isOption(s string) bool { return strings.HasPrefix(s, "-") && len(s) > 1 && !isNumber(s) }
 
 func isNumber(s string) bool {
 	_, err := strconv.ParseInt(s, 10, 64)
@@ -303,7 +322,7 @@ func parseRuleArgs(r *Rule, args []string) error {
 				return err
 			}
 		case opt == "-i" || opt == "--in-interface" || opt == "-o" || opt == "--out-interface":
-			v, err := a.value(opt)
+			v, err := a.negValue(opt, &neg)
 			if err != nil {
 				return err
 			}
@@ -316,7 +335,7 @@ func parseRuleArgs(r *Rule, args []string) error {
 			}
 			r.Conds = append(r.Conds, Cond{Field: f, Names: []string{v}, Neg: neg})
 		case opt == "-p" || opt == "--protocol":
-			v, err := a.value(opt)
+			v, err := a.negValue(opt, &neg)
 			if err != nil {
 				return err
 			}
@@ -324,7 +343,7 @@ func parseRuleArgs(r *Rule, args []string) error {
 				r.Conds = append(r.Conds, c)
 			}
 		case opt == "-s" || opt == "--source" || opt == "-d" || opt == "--destination":
-			v, err := a.value(opt)
+			v, err := a.negValue(opt, &neg)
 			if err != nil {
 				return err
 			}

@@ -222,3 +222,42 @@ func FuzzParseSave(f *testing.F) {
 		}
 	})
 }
+
+// Negation written before the option (iptables ≥ 1.4.3) and after it (older
+// iptables-save: "--dport ! 80"); open-ended port ranges.
+func TestParseSaveNegationAndRanges(t *testing.T) {
+	tables, err := ParseSave(strings.NewReader(`*filter
+:INPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport ! 80 -j DROP
+-A INPUT ! -i lo -m conntrack ! --ctstate NEW,UNTRACKED -j ACCEPT
+-A INPUT -p udp -m udp --sport 53: -j ACCEPT
+-A INPUT -p tcp -m tcp --dport :1023 -m addrtype ! --dst-type LOCAL -j DROP
+-A INPUT -i ! lo -p ! udp -j DROP
+COMMIT
+`), BackendIptablesLegacy, "ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := tables[0].Chain("INPUT").Rules
+	if c := cond(r[0], FieldDPort); c == nil || !c.Neg || c.Values[0] != (Range{80, 80}) {
+		t.Errorf("--dport ! 80: %+v", c)
+	}
+	if i, s := cond(r[1], FieldIIFName), cond(r[1], FieldCtState); !i.Neg || !s.Neg || s.Mask != CtNew|CtUntracked {
+		t.Errorf("! -i lo ! --ctstate NEW,UNTRACKED: %+v %+v", i, s)
+	}
+	if c := cond(r[2], FieldSPort); c.Values[0] != (Range{53, 65535}) {
+		t.Errorf("--sport 53: %+v", c)
+	}
+	if p, a := cond(r[3], FieldDPort), cond(r[3], FieldDaddrType); p.Values[0] != (Range{0, 1023}) || !a.Neg {
+		t.Errorf("--dport :1023 ! --dst-type LOCAL: %+v %+v", p, a)
+	}
+	if i, p := cond(r[4], FieldIIFName), cond(r[4], FieldL4Proto); i == nil || !i.Neg || i.Names[0] != "lo" || p == nil || !p.Neg || p.Values[0] != (Range{17, 17}) {
+		t.Errorf("-i ! lo -p ! udp: %+v", r[4])
+	}
+	// Untracked loopback packets: rule 2 does not match them (! -i lo),
+	// rule 4 does not either (their destination is local).
+	k := spec{iifLo: true}.class(HookInput, "")
+	if r[1].matches(k, false) != no || r[3].matches(k, false) != no {
+		t.Errorf("evaluation: %v %v", r[1].matches(k, false), r[3].matches(k, false))
+	}
+}

@@ -748,3 +748,38 @@ func jsonMarshal(v any) (string, error) {
 	b, err := json.Marshal(v)
 	return string(b), err
 }
+
+// TestKernelRHELDefaultNeedsNoAccept: RHEL's default ruleset accepts
+// "-i lo" after its state rule, without looking at conntrack, so untracked
+// loopback packets are accepted as they are: the plan adds only NOTRACK,
+// and nginx keeps answering.
+func TestKernelRHELDefaultNeedsNoAccept(t *testing.T) {
+	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack", "iptables-legacy", "iptables-legacy-restore")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "iptables-legacy-restore")
+	cmd.Stdin = strings.NewReader(`*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p icmp -j ACCEPT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT
+-A INPUT -j REJECT --reject-with icmp-host-prohibited
+COMMIT
+`)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore: %v: %s", err, out)
+	}
+	startNginx(t, ns)
+	_, p := readPlan(t, ns, Loopback())
+	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "iptables") {
+		t.Fatalf("want only the NOTRACK table:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+	ns.Run("conntrack", "-F")
+	runPrinted(t, p.Commands())
+	curlOK(t, ns, 10, "after the plan")
+	if n := loopbackEntries(t, ns); n != 0 {
+		t.Errorf("after the plan: %d loopback entries, want 0", n)
+	}
+	runPrinted(t, p.UndoCommands())
+}

@@ -426,7 +426,11 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 					k := f.spec.class(c.Hook, f.desc)
 					k.nfproto = fam
 					o, i := walk(t, c, k)
-					if o != needsAccept {
+					if o != needsAccept || fate(t, c, k, 0) == yes {
+						// Nothing looks at conntrack before the packets are
+						// decided, or the chain accepts untracked packets
+						// anyway (it drops nothing they could meet): an
+						// accept would only skip its later rules.
 						continue
 					}
 					ins.at = min(ins.at, i)

@@ -78,7 +78,7 @@ func TestPlanStatefulInsideAJump(t *testing.T) {
 -A INPUT -p ipv6-icmp -j ACCEPT
 -A INPUT -j before
 -A before -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A before -i lo -j ACCEPT
+-A before -p tcp --dport 22 -m conntrack --ctstate NEW -j ACCEPT
 COMMIT
 `)
 	p := mustPlan(t, rs, Loopback())
@@ -123,7 +123,6 @@ COMMIT
 	p := mustPlan(t, rs, Service("tcp", 80))
 	for _, want := range []string{
 		"-I INPUT 1 -p tcp -m tcp --dport 80 -m addrtype --dst-type LOCAL -m conntrack --ctstate UNTRACKED",
-		"-I INPUT 1 -i lo -p tcp -m tcp --sport 80 -m conntrack --ctstate UNTRACKED",
 		"fib daddr type local tcp dport 80 notrack",
 		"output tcp sport 80 notrack",
 		`output oif "lo" tcp dport 80 notrack`,
@@ -131,6 +130,11 @@ COMMIT
 		if !hasCommand(p, want) {
 			t.Errorf("tcp/80 plan lacks %q:\n%s", want, strings.Join(p.Commands(), "\n"))
 		}
+	}
+	// Replies to local clients reach "-i lo -j ACCEPT", which does not
+	// look at conntrack: they need no accept of their own.
+	if hasCommand(p, "--sport 80 -m conntrack") {
+		t.Errorf("tcp/80 plan accepts replies that -i lo already accepts:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 	// A port the firewall does not open at all.
 	if _, err := PlanNotrack(rs, Service("tcp", 9999), Target{}); !errors.Is(err, ErrRestricted) {
@@ -333,5 +337,34 @@ func TestPlanUnknownVerdictMap(t *testing.T) {
 	p := mustPlan(t, rs, Loopback())
 	if !hasCommand(p, "insert rule inet fw input position 9 ") {
 		t.Errorf("want the accept before the verdict map (handle 9):\n%s", strings.Join(p.Commands(), "\n"))
+	}
+}
+
+// A chain that drops nothing an untracked packet could meet (mangle with
+// connmark rules, an output chain with policy accept) gets no accept: it
+// would only make the packets skip its later rules (marks, logging).
+func TestPlanNoAcceptWhereNothingDrops(t *testing.T) {
+	rs := iptRuleset(t, BackendIptablesLegacy, `*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -m connmark --mark 0x1 -j RETURN
+-A PREROUTING -m conntrack --ctstate INVALID -j DROP
+-A PREROUTING -j MARK --set-mark 0x2
+-A OUTPUT -m state --state ESTABLISHED -j ACCEPT
+COMMIT
+*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+`, "")
+	p := mustPlan(t, rs, Loopback())
+	if hasCommand(p, "-t mangle") || hasCommand(p, "-I OUTPUT") || !hasCommand(p, "iptables-legacy -w -I INPUT 1 -i lo") {
+		t.Errorf("want an accept in filter INPUT only:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
