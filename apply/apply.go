@@ -116,7 +116,7 @@ func Apply(ctx context.Context, p *tune.Plan, opt Options) (*Result, error) {
 	}
 	t, err := resolveTarget(p.Host.NetNS, opt.Root)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWrongHost, err)
+		return nil, err
 	}
 	if err := t.checkPrivileges(p, "apply"); err != nil {
 		return nil, err

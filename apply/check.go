@@ -73,7 +73,7 @@ func Check(p *tune.Plan, opt Options) (*Checked, error) {
 	}
 	t, err := resolveTarget(p.Host.NetNS, opt.Root)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrWrongHost, err)
+		return nil, err
 	}
 	return check(p, t, opt, "")
 }

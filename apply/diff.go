@@ -126,12 +126,12 @@ func writeLineDiff(w io.Writer, from, to string) {
 			ops = append(ops, line{' ', a[i]})
 			i++
 			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			ops = append(ops, line{'+', b[j]})
-			j++
-		default:
+		case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 			ops = append(ops, line{'-', a[i]})
 			i++
+		default:
+			ops = append(ops, line{'+', b[j]})
+			j++
 		}
 	}
 	near := func(k int) bool {

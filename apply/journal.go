@@ -216,12 +216,12 @@ func readJournal(stateDir, id string) (*Journal, error) {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
 	j, err := decodeJournal(b)
+	if err == nil && j.ID != id {
+		err = fmt.Errorf("it names apply %q", j.ID)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("journal %s: %w: %v; nothing was changed — inspect it, move it out of %s, and undo by hand what its actions list if needed",
 			p, ErrCorruptJournal, err, filepath.Dir(filepath.Dir(p)))
-	}
-	if j.ID != id {
-		return nil, fmt.Errorf("journal %s: %w: it names apply %q", p, ErrCorruptJournal, j.ID)
 	}
 	return j, nil
 }

@@ -76,7 +76,10 @@ func resolveTarget(spec, root string) (*target, error) {
 		}
 		ino, err := statIno(initNetNSPath)
 		if err != nil {
-			return nil, fmt.Errorf("initial network namespace: %w (reading it needs root)", err)
+			if errors.Is(err, os.ErrPermission) {
+				return nil, fmt.Errorf("%w: the initial network namespace (%s): %w; changing the live host needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN); nothing was changed", ErrPermission, initNetNSPath, err)
+			}
+			return nil, fmt.Errorf("initial network namespace: %w", err)
 		}
 		t.ns.Path, t.ns.Inode = initNetNSPath, ino
 		t.name = fmt.Sprintf("netns init [%d]", ino)
@@ -84,7 +87,10 @@ func resolveTarget(spec, root string) (*target, error) {
 	}
 	ns, err := host.ResolveNetNS(spec)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w: %w", ErrPermission, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrWrongHost, err)
 	}
 	t.ns.Path, t.ns.Inode = ns.Path, ns.Inode
 	t.name = fmt.Sprintf("netns %s [%d]", ns.Name, ns.Inode)
