@@ -22,12 +22,15 @@ func TestKernelLogNetNSLines(t *testing.T) {
 			{Inode: 4026532177, Count: 21, First: t0.Add(100 * time.Second), Last: t0.Add(120 * time.Second), Gone: true, ReusedBy: "demo"},
 			{Inode: 4026532177, Name: "demo", Count: 10, First: t0.Add(300 * time.Second), Last: t0.Add(309 * time.Second)},
 			{Inode: 4026532400, Count: 2},
+			{Inode: 4026532500, Count: 1, Gone: true, ReusedBy: "customer-acme-production-eu-west-1-primary-7"},
 		}}
 	var b bytes.Buffer
-	if err := Text(&b, r, TextOptions{Width: 100}); err != nil {
+	if err := Text(&b, r, TextOptions{Width: 120}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"netns 4026532177 (gone; number since reused by demo): 21\n", "netns 4026532177 (demo): 10\n", "netns 4026532400: 2\n"} {
+	for _, want := range []string{"netns 4026532177 (gone; number since reused by demo): 21\n", "netns 4026532177 (demo): 10\n", "netns 4026532400: 2\n",
+		// A long name is shortened in its middle, the words before it kept.
+		"netns 4026532500 (gone; number since reused by custo…cme-production-eu-west-1-primary-7): 1\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, b.String())
 		}

@@ -208,7 +208,10 @@ func (t *textWriter) table(r *analyze.Report) {
 			l.Suppressed, orDash(l.First), orDash(l.Last)), room)...)
 		t.tokens(t.label("Kernel log"), indent(labelW), toks, " ")
 		for _, n := range l.NetNS {
-			t.para(indent(labelW+2), indent(labelW+4), fmt.Sprintf("netns %d%s: %d", n.Inode, ifs(n.Label() != "", " ("+TruncateMiddle(n.Label(), 40)+")"), n.Count), plain)
+			// Names are shortened to 40 columns, not the "gone; number since reused by" before one.
+			label := n.Label()
+			label = TruncateMiddle(label, 40+len(label)-len(n.Name)-len(n.ReusedBy))
+			t.para(indent(labelW+2), indent(labelW+4), fmt.Sprintf("netns %d%s: %d", n.Inode, ifs(label != "", " ("+label+")"), n.Count), plain)
 		}
 	case l.Source != "":
 		t.para(t.label("Kernel log"), indent(labelW), fmt.Sprintf("no \"table full\" events in %s", l.Source), plain)
