@@ -263,7 +263,9 @@ func (t *target) checkPrivileges(p *tune.Plan, verb string) error {
 			if a.Kind == tune.KindNft || a.Kind == tune.KindIptables {
 				netAdmin = true
 			}
-			if t.live && file != "" {
+			// net sysctls answer to CAP_NET_ADMIN; other root-owned files
+			// to uid 0 (or CAP_DAC_OVERRIDE)
+			if t.live && file != "" && !strings.HasPrefix(a.Path, "/proc/sys/net/") {
 				writeRoot = true
 			}
 		}
