@@ -33,9 +33,9 @@ func TestApplyCommands(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	for p, c := range map[string]string{
-		"proc/sys/kernel/hostname":                                 "fakehost\n",
+		"proc/sys/kernel/hostname":                                  "fakehost\n",
 		"proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait": "120\n",
-		"etc/sysctl.d/50-other.conf":                               "vm.swappiness = 10\n",
+		"etc/sysctl.d/50-other.conf":                                "vm.swappiness = 10\n",
 	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
 			t.Fatal(err)
