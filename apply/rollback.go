@@ -47,7 +47,7 @@ func Rollback(ctx context.Context, id string, opt Options) (*Result, error) {
 
 // revert undoes an apply that was not confirmed in time, or was
 // interrupted; it restores even values changed since (Force).
-func revert(ctx context.Context, stateDir, id string, opt Options) (*Result, error) {
+func revert(ctx context.Context, stateDir, id, why string, opt Options) (*Result, error) {
 	lk, err := lockState(stateDir, true, max(opt.LockWait, 2*time.Minute), "revert of "+id)
 	if err != nil {
 		return nil, err
@@ -61,6 +61,7 @@ func revert(ctx context.Context, stateDir, id string, opt Options) (*Result, err
 		return &Result{ID: id, State: j.State, NothingToDo: true}, nil
 	}
 	opt.Force = true
+	j.event("reverting: %s", why)
 	return undoLocked(ctx, j, opt, stateDir, true)
 }
 
@@ -108,7 +109,7 @@ func undoLocked(_ context.Context, j *Journal, opt Options, stateDir string, isR
 	was := j.State
 	j.State = from
 	if isRevert {
-		j.event("%s by pid %d (was %s, not confirmed by %s)", verb, os.Getpid(), was, confirmByString(j))
+		j.event("%s by pid %d (was %s; the window ends %s)", verb, os.Getpid(), was, confirmByString(j))
 	} else {
 		j.event("%s by pid %d (was %s)", verb, os.Getpid(), was)
 	}
@@ -325,7 +326,7 @@ func WaitConfirm(ctx context.Context, id string, answers <-chan bool, opt Option
 		}
 		if !time.Now().Before(*j.ConfirmBy) {
 			fmt.Fprintf(opt.out(), "\nNot confirmed by %s: reverting.\n", j.ConfirmBy.Local().Format(time.TimeOnly))
-			return revert(context.WithoutCancel(ctx), stateDir, id, opt)
+			return revert(context.WithoutCancel(ctx), stateDir, id, "not confirmed by the end of the window", opt)
 		}
 		select {
 		case ok := <-answers:
@@ -333,10 +334,10 @@ func WaitConfirm(ctx context.Context, id string, answers <-chan bool, opt Option
 				return Confirm(id, opt)
 			}
 			fmt.Fprintln(opt.out(), "Reverting.")
-			return revert(context.WithoutCancel(ctx), stateDir, id, opt)
+			return revert(context.WithoutCancel(ctx), stateDir, id, "the operator did not answer yes", opt)
 		case <-ctx.Done():
 			fmt.Fprintln(opt.out(), "\nInterrupted before confirming: reverting.")
-			return revert(context.WithoutCancel(ctx), stateDir, id, opt)
+			return revert(context.WithoutCancel(ctx), stateDir, id, "interrupted (a signal, or the terminal closed) before it was confirmed", opt)
 		case <-tick.C:
 		}
 	}

@@ -148,7 +148,7 @@ func Watchdog(ctx context.Context, stateDir, id string, out io.Writer) error {
 		}
 	}
 	logf("not confirmed by the deadline: reverting")
-	res, err := revert(context.Background(), stateDir, id, Options{StateDir: stateDir, Out: out})
+	res, err := revert(context.Background(), stateDir, id, fmt.Sprintf("the watchdog (pid %d): not confirmed by the end of the window", os.Getpid()), Options{StateDir: stateDir, Out: out})
 	if err != nil {
 		logf("revert failed: %v", err)
 		return err
