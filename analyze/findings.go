@@ -131,6 +131,34 @@ func (c *ruleContext) sysctlFile() string {
 	return "/etc/sysctl.d/90-conntrack.conf"
 }
 
+// timeoutChanges returns the changes that lower conntrack timeouts (or
+// other per-namespace sysctls) to the proposed values, leaving out those
+// already at or below them.
+func (c *ruleContext) timeoutChanges(reason string, kv ...any) []Change {
+	var out []Change
+	for i := 0; i+1 < len(kv); i += 2 {
+		setting, proposed := kv[i].(string), kv[i+1].(int64)
+		cur, ok := c.snap.Settings.Timeouts[setting]
+		if !ok {
+			cur, ok = c.snap.Settings.Switches[setting]
+		}
+		if !ok {
+			cur = -1
+		}
+		if ok && cur >= 0 && cur <= proposed {
+			continue
+		}
+		out = append(out, Change{Kind: ChangeSysctl, Setting: setting, Key: c.sysctlKey(setting), Current: cur,
+			Proposed: proposed, Scope: "netns", Reason: reason})
+	}
+	return out
+}
+
+// notrackChange is the change that stops tracking the matched traffic.
+func notrackChange(m TrafficMatch, reason string) []Change {
+	return []Change{{Kind: ChangeNotrack, Scope: "netns", Match: &m, Current: -1, Proposed: -1, Reason: reason}}
+}
+
 // setSysctl returns the commands that set a sysctl now and persist it.
 func (c *ruleContext) setSysctl(key string, value int64) []string {
 	name := c.sysctlKey(key)

@@ -37,7 +37,15 @@ func ruleUnrepliedFlood(c *ruleContext) *Finding {
 		fixes = append(fixes, c.setSysctl("udp_timeout", 10)...)
 	}
 	fixes = append(fixes, "# drop or rate-limit the sources at the edge; see top_sources")
-	return &Finding{ID: "unreplied-flood", Severity: sev,
+	var changes []Change
+	if b.Unreplied["tcp"] > 0 {
+		changes = append(changes, c.timeoutChanges("half-open connections hold their entry for the SYN timeouts; 30 s is ample for a real handshake",
+			"tcp_timeout_syn_sent", int64(30), "tcp_timeout_syn_recv", int64(30))...)
+	}
+	if b.Unreplied["udp"] > 0 {
+		changes = append(changes, c.timeoutChanges("a UDP request that gets no answer within 10 s is not answered at all", "udp_timeout", int64(10))...)
+	}
+	return &Finding{ID: "unreplied-flood", Severity: sev, Changes: changes,
 		Summary: fmt.Sprintf("%s of entries never got a reply (%d; by protocol: tcp %d, udp %d)", pct(share(un, b.Total)), un, b.Unreplied["tcp"], b.Unreplied["udp"]),
 		Evidence: map[string]any{"unreplied_not_assured": un, "unreplied": b.Status["unreplied"], "total": b.Total, "share": round3(share(un, b.Total)),
 			"by_l4": b.Unreplied, "syn_sent": synSent, "syn_recv": synRecv, "services": topSvc, "top_sources": b.TopSources},
@@ -91,6 +99,7 @@ func ruleTimeWaitDominant(c *ruleContext) *Finding {
 			"connections that are already over. The steady count is connection rate × timeout, as long as the clients have " +
 			"local ports to spare: a client that has used up its local port range to one destination reuses TIME_WAIT tuples, " +
 			"and the count stops growing with the rate.",
+		Changes: c.timeoutChanges("a closed connection needs its TIME_WAIT entry only while late packets can still arrive; 30 s covers them", "tcp_timeout_time_wait", int64(30)),
 		Fixes: append(append([]string{"# reuse connections: nginx 'keepalive 32;' in the upstream block plus proxy_http_version 1.1 and an empty Connection header"},
 			c.setSysctl("tcp_timeout_time_wait", 30)...),
 			"# or stop tracking the busy path entirely (see loopback-tracked / busy-port-tracked)")}
@@ -119,7 +128,8 @@ func ruleLoopbackTracked(c *ruleContext) *Finding {
 			"server. NOTRACK in the raw table exempts them. Untracked packets no longer match `ct state established,related` or " +
 			"`ct state new` rules (`--state NEW`, `--state RELATED,ESTABLISHED`): without an accept rule for untracked packets " +
 			"ahead of them, the traffic you exempted falls through to the firewall's default policy and is dropped — the service goes down.",
-		Fixes: notrackFixes("iif lo", "oif lo", "-i lo", "-o lo")}
+		Fixes:   notrackFixes("iif lo", "oif lo", "-i lo", "-o lo"),
+		Changes: notrackChange(TrafficMatch{Loopback: true}, "loopback connections cross no firewall boundary and no NAT")}
 }
 
 func ruleBusyPort(c *ruleContext) *Finding {
@@ -152,7 +162,8 @@ func ruleBusyPort(c *ruleContext) *Finding {
 			"Check first: NATed traffic (Docker published ports, Kubernetes services) must stay tracked, and untracked packets " +
 			"match no `ct state` rule, so the accept rule for them must come first.",
 		Fixes: notrackFixes(top.Proto+" dport "+port, top.Proto+" sport "+port,
-			"-p "+top.Proto+" --dport "+port, "-p "+top.Proto+" --sport "+port)}
+			"-p "+top.Proto+" --dport "+port, "-p "+top.Proto+" --sport "+port),
+		Changes: notrackChange(TrafficMatch{Proto: top.Proto, Port: top.Port}, fmt.Sprintf("%s/%d holds %s of the table", top.Proto, top.Port, pct(share(top.Count, b.Total))))}
 }
 
 // idleMinShare is the share of the listed entries that ESTABLISHED
@@ -196,7 +207,8 @@ func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
 			"(5 days by default). When a peer vanishes (crash, NAT or firewall timeout, a keepalive that gave up) no FIN or RST " +
 			"is seen and the entry lingers for the full 5 days, long after both ends forgot the connection. Any value well above the keepalive window " +
 			"(keepalive_time + intvl × probes) keeps dead connections around.",
-		Fixes: c.setSysctl("tcp_timeout_established", newEst)}
+		Fixes:   c.setSysctl("tcp_timeout_established", newEst),
+		Changes: c.timeoutChanges("at least twice the time TCP keepalive takes to give up on a peer, so no live connection loses its entry", "tcp_timeout_established", newEst)}
 }
 
 func durationWords(s int64) string {
