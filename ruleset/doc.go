@@ -21,11 +21,11 @@
 //
 // [PlanNotrack] turns a [Selector] (loopback, or one service: protocol and
 // port) into a [Plan]: ordered steps with exact commands, what each does
-// and why, and the commands that undo it. It puts an accept of untracked
-// packets before the first rule that looks at conntrack in every filter
-// chain those packets cross, and the NOTRACK rules in ctdoctor's own nft
-// table (inet ctdoctor_notrack_lo, …) at priority -300 on prerouting and
-// output. Commands carry the namespace prefix (`ip netns exec NAME`), so
+// and why, and the commands that undo it. In every chain those packets
+// cross where a rule that looks at conntrack may see them and they could
+// then be dropped, it puts an accept of untracked packets right before
+// that rule; it puts the NOTRACK rules in ctdoctor's own nft table (inet
+// ctdoctor_notrack_lo, …) at priority -300 on prerouting and output. Commands carry the namespace prefix (`ip netns exec NAME`), so
 // pasted on the host they change the namespace and not the host; the nft
 // part is one `nft -f -` batch, applied completely or not at all. A plan
 // for a ruleset that already does it is empty. [WriteScript] renders a

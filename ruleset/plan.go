@@ -313,11 +313,14 @@ type insertion struct {
 // PlanNotrack plans NOTRACK for the selected traffic in the ruleset, with
 // commands for target t:
 //
-//   - in every filter chain the untracked packets cross, an accept of
-//     them (ct state untracked accept, or -m conntrack --ctstate
-//     UNTRACKED -j ACCEPT) goes right before the first rule that looks at
-//     conntrack, in the operator's own tables (nft insert … position
-//     HANDLE, iptables -I CHAIN N);
+//   - in every chain the untracked packets cross (not nat chains, which
+//     untracked packets skip) where a rule that looks at conntrack may see
+//     them before anything decides, and they could end up dropped, an
+//     accept of them (… ct state untracked accept, or … -m conntrack
+//     --ctstate UNTRACKED -j ACCEPT, narrowed to the selected packets)
+//     goes right before that rule, in the operator's own tables (nft
+//     insert … position HANDLE, iptables -I CHAIN N); every rule above it
+//     still applies;
 //   - the NOTRACK rules go in ctdoctor's own nft table (inet, one per
 //     selector) at priority -300, before conntrack, on prerouting and
 //     output; without nft, in the iptables raw table;
@@ -444,7 +447,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 			}
 			if len(ins.specs) == 0 {
 				if chainUsesCt(t, c) {
-					p.Notes = append(p.Notes, fmt.Sprintf("%s chain %s is left as it is: its rules decide %s before any rule looks at conntrack", t, c.Name, sel))
+					p.Notes = append(p.Notes, fmt.Sprintf("%s chain %s is left as it is: untracked %s traffic is decided there before any rule looks at conntrack, or is accepted anyway", t, c.Name, sel))
 				}
 				continue
 			}

@@ -368,3 +368,11 @@ COMMIT
 		t.Errorf("want an accept in filter INPUT only:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
+
+func TestReadBadTarget(t *testing.T) {
+	for _, spec := range []string{"a/b", "..", "/etc/hostname"} {
+		if _, err := Read(t.Context(), Target{NetNS: spec}); err == nil {
+			t.Errorf("Read(%q): want an error", spec)
+		}
+	}
+}
