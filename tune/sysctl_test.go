@@ -142,7 +142,7 @@ func TestSettingStepsNamespace(t *testing.T) {
 		t.Fatalf("the host's sysctl.d must hold the global key only: %+v", f)
 	}
 	for _, p := range []struct{ ns, want string }{
-		{"pid:42", "nsenter --net=/proc/42/ns/net "}, {"/run/netns/web 1", "ip netns exec 'web 1' "}, {"/var/run/netns/x", "nsenter --net=/var/run/netns/x "},
+		{"pid:42", "nsenter --net=/proc/42/ns/net -- "}, {"42", "nsenter --net=/proc/42/ns/net -- "}, {"/run/netns/web 1", "ip netns exec 'web 1' "}, {"/var/run/netns/x", "nsenter --net=/var/run/netns/x -- "},
 		{"/run/netns/web1", "ip netns exec web1 "}, {"init", ""}, {"", ""}, {"a'b", `ip netns exec 'a'\''b' `},
 	} {
 		if got := (Target{NetNS: p.ns}).Prefix(); got != p.want {

@@ -2,8 +2,9 @@ package tune
 
 import (
 	"fmt"
-	"path"
 	"strings"
+
+	"github.com/ctdoctor/ctdoctor/ruleset"
 )
 
 // Target is the host and namespace a plan's commands and actions address.
@@ -26,23 +27,16 @@ type Target struct {
 }
 
 // Prefix returns what a shell command needs in front of it to run in the
-// target namespace ("ip netns exec web1 ", "nsenter --net=/proc/42/ns/net "),
+// target namespace ("ip netns exec web1 ", "nsenter --net=/proc/42/ns/net -- "),
 // or "" for the caller's own. A command printed without it and pasted on
-// the host would change the host instead.
+// the host would change the host instead. It is the same prefix the
+// ruleset planner gives its commands.
 func (t Target) Prefix() string {
 	ns := t.NetNS
-	switch {
-	case ns == "" || ns == "init" || t.Init:
+	if ns == "" || ns == "init" || t.Init {
 		return ""
-	case strings.HasPrefix(ns, "pid:"):
-		return "nsenter --net=/proc/" + strings.TrimPrefix(ns, "pid:") + "/ns/net "
-	case strings.Contains(ns, "/"):
-		if strings.HasPrefix(ns, "/run/netns/") && !strings.Contains(strings.TrimPrefix(ns, "/run/netns/"), "/") {
-			return "ip netns exec " + shellQuote(path.Base(ns)) + " "
-		}
-		return "nsenter --net=" + shellQuote(ns) + " "
 	}
-	return "ip netns exec " + shellQuote(ns) + " "
+	return ruleset.Target{NetNS: strings.TrimPrefix(ns, "pid:")}.Prefix()
 }
 
 // SysctlName returns the sysctl name of a conntrack setting ("max",
