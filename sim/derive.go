@@ -501,15 +501,35 @@ func (d *deriver) adjust() {
 	full := d.rep.Table.Max > 0 && float64(d.rep.Table.Count) >= 0.98*float64(d.rep.Table.Max)
 	switch {
 	case drop > 0 && churn > 0:
+		// The table reached its max: what its churning entries would be
+		// with the room the open ones leave (the reading can show less:
+		// once the kernel has dropped a packet its garbage collector evicts
+		// closing and unassured entries down to 95% of the max, and no
+		// counter shows it) …
+		var held, open float64
+		for _, p := range d.parts {
+			held += churning(p)
+			open += p.open
+		}
+		fill := 1.0
+		if room := float64(d.set[engine.SetMax]) - open; d.set[engine.SetMax] > 0 && held > 0 && room > held {
+			fill = room / held
+		}
+		// … then the demand it refused.
 		extra := drop / float64(1+retries)
-		k := (churn + extra) / churn
+		k := fill * (churn + extra) / churn
 		for _, p := range d.parts {
 			p.rate *= k
 			p.unans *= k
 			p.why += fmt.Sprintf("; × %.3g for the drops", k)
 		}
-		d.limits = append(d.limits, fmt.Sprintf("the kernel dropped %s packets/s for want of room%s, so the counts show what the table admitted, not the demand: the rates are lower bounds. A connection that never gets an entry loses its first packet and %d retransmissions, so %s ÷ %d = %s connections/s more are added, spread over the workloads by their rates (× %.3g)",
-			num(drop), atMax(d.rep, full), retries, num(drop), 1+retries, num(extra), k))
+		filled := " A"
+		if fill > 1 {
+			filled = fmt.Sprintf(" The table reached its max to drop, though the reading shows %s entries (at 95%% of the max, after a drop, the kernel's garbage collector evicts closing and unassured entries, which no counter shows): the churning workloads are scaled by %.3g to fill the %s entries the open ones leave; a",
+				Thousands(d.bd.Total), fill, count(float64(d.set[engine.SetMax])-open))
+		}
+		d.limits = append(d.limits, fmt.Sprintf("the kernel dropped %s packets/s for want of room%s, so the counts show what the table admitted, not the demand: the rates are lower bounds.%s connection that never gets an entry loses its first packet and %d retransmissions, so %s ÷ %d = %s connections/s more are added, spread over the workloads by their rates (× %.3g in all). Demand the garbage collector absorbed cannot be seen: the drops predicted are a lower bound too",
+			num(drop), atMax(d.rep, full), filled, retries, num(drop), 1+retries, num(extra), k))
 	case drop > 0:
 	case full && d.rep.Stats.Interval == 0:
 		d.limits = append(d.limits, fmt.Sprintf("the table is at its max (%s entries), so the counts may show what it admitted rather than the demand: the rates are lower bounds, and with one counter sample there is no drop rate to scale them by",
@@ -536,6 +556,14 @@ func unassured(p *part) float64 {
 		return p.entries
 	case p.proto == conntrack.TCP:
 		return p.unrepl
+	}
+	return p.entries
+}
+
+// churning are the entries of a part that its churning workload makes.
+func churning(p *part) float64 {
+	if p.proto == conntrack.TCP && !p.flood {
+		return p.tw + p.unrepl
 	}
 	return p.entries
 }

@@ -169,6 +169,25 @@ func TestDeriveLowerBounds(t *testing.T) {
 			t.Errorf("description lacks %q:\n%s", s, sc.Description)
 		}
 	}
+	// Read at 95% of the max after the kernel's garbage collector evicted
+	// TIME_WAIT entries: the churning entries are scaled to fill the room
+	// the 100 open ones leave, then by the drops.
+	bd95 := *bd
+	bd95.Total, bd95.TopTuples = 26885, nil
+	bd95.TCPState = map[string]int64{"TIME_WAIT": 26785, "ESTABLISHED": 100}
+	bd95.L4 = map[string]int64{"tcp": 26885}
+	bd95.Loopback = 26885
+	bd95.TopServices = []analyze.ServiceCount{{Proto: "tcp", Port: 8080, Count: 26885, Loopback: 26885, TimeWait: 26785}}
+	snap95 := *snap
+	snap95.Settings.Count = 26885
+	sc, err = Derive(&snap95, rep, &bd95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (28,300 − 100) / 26,785 × (26,785 / 60 + 70 / 7) = 470 + 10.528
+	if w := workloadByName(sc, "tcp-8080-lo"); w == nil || math.Abs(w.Rate.Value-480.5) > 0.05 || !strings.Contains(sc.Description, "garbage collector") {
+		t.Errorf("at 95%%: %+v, want rate 480.5 and the reason in:\n%s", w, sc.Description)
+	}
 	// With one counter sample a full table can only be named.
 	rep.Stats = analyze.StatsInfo{Available: true}
 	sc, err = Derive(snap, rep, bd)

@@ -121,6 +121,14 @@ type Prediction struct {
 	Duration float64         `json:"duration_seconds"`
 	Before   PredictionState `json:"before"`
 	After    PredictionState `json:"after"`
+	// Verdict says in one line what the change does on the simulator
+	// ("the change prevents the drops: …").
+	Verdict string `json:"verdict,omitempty"`
+	// NotSimulated are the plan's live changes the prediction leaves out:
+	// settings the simulator has no model for, and the global steps a
+	// per-namespace plan does not apply. (Files change nothing until the
+	// next boot and are not listed.)
+	NotSimulated []string `json:"not_simulated,omitempty"`
 }
 
 // PredictionState is one side of a Prediction.
