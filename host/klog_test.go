@@ -126,6 +126,9 @@ func FuzzParseKernelLog(f *testing.F) {
 	f.Add([]byte("[Thu Nov 20 10:01:02 2025] nf_conntrack: table full, dropping packet\n"))
 	f.Add([]byte("2025-11-20T10:01:02.5+00:00 web-03 kernel: [ 3601.000000] nf_conntrack: table full in netns 99999999999999999999, dropping packet\n"))
 	f.Add([]byte("<4>[ 1.0] printk: -3 messages suppressed.\nkern  :warn  : [ 2.0] ip_conntrack: table full\n"))
+	f.Add([]byte("[ 60.0] nf_conntrack: nf_conntrack: table full in netns 4026532246, dropping packet\n" +
+		"[ 62.0] nf_conntrack: nf_conntrack: table full in netns 4026532246, dropping packet\n" +
+		"[ 63.0] nf_conntrack: nf_conntrack: table full, dropping packet\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseKernelLog(strings.NewReader(string(data)), time.Unix(1700000000, 0), 2025)
 		if err != nil {
@@ -143,6 +146,39 @@ func FuzzParseKernelLog(f *testing.F) {
 		}
 		if n > s.TableFullEvents {
 			t.Fatalf("netns counts %d > events %d", n, s.TableFullEvents)
+		}
+		// With namespaces that exist now (one created mid-log, reusing a
+		// number): every event is counted once, and an inode's events are
+		// split in at most a gone and a current entry.
+		list := []NetNS{{Name: "demo", Inode: 4026532246, Created: time.Unix(1700000061, 0)},
+			{Name: "web", Inode: 7}, {Name: "init", Inode: 4026531840, Init: true}}
+		s2, err := ParseKernelLogNetNS(strings.NewReader(string(data)), time.Unix(1700000000, 0), 2025, list)
+		if err != nil {
+			t.Fatalf("error with a namespace list only: %v", err)
+		}
+		per := map[nsKey]int{}
+		n = s2.NoNetNS
+		for _, c := range s2.ByNetNS {
+			n += c.Count
+			per[nsKey{c.Inode, c.Gone}]++
+			if c.Gone && (c.Name != "" || c.ReusedBy != "demo" || !c.Last.Before(list[0].Created)) {
+				t.Fatalf("gone entry %+v", c)
+			}
+			if !c.Gone && c.Inode == 4026532246 && c.Name != "demo" {
+				t.Fatalf("entry %+v not named demo", c)
+			}
+		}
+		if n != s2.TableFullEvents || s2.TableFullEvents != s.TableFullEvents {
+			t.Fatalf("%d events counted of %d (%d without a list)", n, s2.TableFullEvents, s.TableFullEvents)
+		}
+		for k, c := range per {
+			if c != 1 {
+				t.Fatalf("%d entries for %+v", c, k)
+			}
+		}
+		e := s2.EventsOf(list[0])
+		if e.Own+e.Unnamed+e.Before+e.Other != s2.TableFullEvents {
+			t.Fatalf("EventsOf %+v does not add up to %d", e, s2.TableFullEvents)
 		}
 	})
 }
