@@ -783,3 +783,25 @@ COMMIT
 	}
 	runPrinted(t, p.UndoCommands())
 }
+
+// TestReadWithoutPrivilege: without CAP_NET_ADMIN, Read fails with
+// ErrPermission. The test runs itself again as nobody (setpriv).
+func TestReadWithoutPrivilege(t *testing.T) {
+	if os.Getenv("CTDOCTOR_RULESET_UNPRIV") == "1" {
+		_, err := Read(context.Background(), Target{})
+		if !errors.Is(err, ErrPermission) {
+			t.Fatalf("as uid %d: got %v, want ErrPermission", os.Geteuid(), err)
+		}
+		t.Logf("as uid %d: %v", os.Geteuid(), err)
+		return
+	}
+	nstest.Require(t, "setpriv")
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		os.Args[0], "-test.run=^TestReadWithoutPrivilege$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "CTDOCTOR_RULESET_UNPRIV=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("unprivileged run: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
