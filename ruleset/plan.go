@@ -274,9 +274,11 @@ type notrackRule struct {
 	spec spec
 }
 
-// notrackRules are the NOTRACK rules for the selection. Loopback packets
-// are untracked when they leave (output); the prerouting rule is kept for
-// completeness, as the kernel's own advice has it.
+// notrackRules are the NOTRACK rules for the selection. A loopback packet
+// is tracked (or not) when it leaves through output and keeps that when it
+// comes back in through lo, so the output rule is the one that matters;
+// the prerouting rule covers anything entering on lo that did not pass
+// output, and is the pair operators know.
 func (s Selector) notrackRules() []notrackRule {
 	if s.Loopback {
 		return []notrackRule{{HookPrerouting, spec{iifLo: true}}, {HookOutput, spec{oifLo: true}}}
@@ -420,7 +422,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 				continue
 			}
 			ins := insertion{table: t, chain: c, at: len(c.Rules)}
-			var requestAt = -1
+			requests := false // the service's requests need an accept here
 			for _, f := range sel.flows() {
 				if !slices.Contains(f.hooks, c.Hook) {
 					continue
@@ -440,9 +442,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 					if !slices.Contains(ins.specs, f.spec) {
 						ins.specs = append(ins.specs, f.spec)
 					}
-					if f.request {
-						requestAt = ins.at
-					}
+					requests = requests || f.request
 				}
 			}
 			if len(ins.specs) == 0 {
@@ -451,7 +451,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 				}
 				continue
 			}
-			if requestAt >= 0 {
+			if requests {
 				if err := checkOpen(t, c, sel, ins.at); err != nil {
 					return nil, err
 				}
@@ -477,10 +477,8 @@ func checkOpen(t *Table, c *Chain, sel Selector, at int) error {
 		}
 		rule := fmt.Sprintf("%s chain %s, policy %s", t, c.Name, c.Policy)
 		detail := fmt.Sprintf("new connections to %s are not accepted from every address and interface by this chain; "+
-			"accepting untracked packets to the port would open it wider than the firewall does", sel)
-		if sel.Port != 0 {
-			detail += " (a port reached only over loopback is covered by NOTRACK for loopback)"
-		}
+			"accepting untracked packets to the port would open it wider than the firewall does "+
+			"(a port reached only over loopback is covered by NOTRACK for loopback)", sel)
 		return &RefusedError{Selector: sel, Reason: ErrRestricted, Rule: rule, Detail: detail}
 	}
 	return nil
