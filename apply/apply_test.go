@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/apply"
+	"github.com/ctdoctor/ctdoctor/internal/nstest"
 	"github.com/ctdoctor/ctdoctor/tune"
 )
 
@@ -716,5 +718,79 @@ func TestIptables(t *testing.T) {
 	}
 	if got := save(); got != before {
 		t.Errorf("iptables-save after rollback:\n%s\nwant\n%s", got, before)
+	}
+}
+
+// TestNamespaceByPIDAndGone: a plan may name its namespace by a process
+// (PID); when that namespace is gone by the time of the rollback, there
+// is nothing left to restore in it and the files are still restored.
+func TestNamespaceByPIDAndGone(t *testing.T) {
+	nstest.Require(t, "nft")
+	name := fmt.Sprintf("ctdtest-apply-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = exec.Command("ip", "netns", "del", name).Run()
+		}
+	})
+	sleeper := exec.Command("ip", "netns", "exec", name, "sleep", "600")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	// ip netns exec execs sleep in the same process once it has switched
+	var pidNS string
+	for range 50 {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", sleeper.Process.Pid)); err == nil {
+			if own, _ := os.Readlink("/proc/self/ns/net"); l != own {
+				pidNS = l
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if pidNS == "" {
+		t.Fatal("the sleeper did not enter the namespace")
+	}
+	read := func() string {
+		out, err := exec.Command("ip", "netns", "exec", name, "cat", timeWaitPath).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	cur := read()
+	root, rp := rootOnlyPlan(t)
+	rp.Host.NetNS = fmt.Sprint(sleeper.Process.Pid)
+	rp.Steps[0].Actions[0].Expect = cur
+	state := t.TempDir()
+	res, err := apply.Apply(context.Background(), rp, apply.Options{Root: root, StateDir: state, Global: true, Yes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "30" {
+		t.Fatalf("time_wait in the PID's namespace = %s, want 30", got)
+	}
+	if own, _ := os.ReadFile(timeWaitPath); strings.TrimSpace(string(own)) == "30" && cur != "30" {
+		t.Error("the test's own namespace was changed")
+	}
+	_ = sleeper.Process.Kill()
+	_ = sleeper.Wait()
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v %s", err, out)
+	}
+	deleted = true
+	rb, err := apply.Rollback(context.Background(), res.ID, apply.Options{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Changed != 1 || len(rb.Notes) != 1 || !strings.Contains(rb.Notes[0], "is gone") {
+		t.Errorf("rollback with the namespace gone: %+v", rb)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, sysctlConf)); string(b) != operatorConf {
+		t.Errorf("file not restored: %q", b)
 	}
 }

@@ -164,3 +164,30 @@ func TestRootOnlyRoundTrip(t *testing.T) {
 	}
 	same(t, "after rollback", before, treeText(t, root))
 }
+
+// TestRollbackAfterReboot: after a reboot (another boot id) the runtime
+// values are what the boot set, so rollback restores only the files and
+// says why it left the rest.
+func TestRollbackAfterReboot(t *testing.T) {
+	root, p := rootOnlyPlan(t)
+	boot, _ := os.ReadFile(filepath.Join(root, "proc/sys/kernel/random/boot_id"))
+	p.Host.BootID = strings.TrimSpace(string(boot))
+	state := t.TempDir()
+	res, err := apply.Apply(context.Background(), p, rootOpts(root, state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "proc/sys/kernel/random/boot_id"), []byte("another-boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := apply.Rollback(context.Background(), res.ID, rootOpts(root, state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Changed != 1 || len(rb.Notes) != 1 || !strings.Contains(rb.Notes[0], "rebooted") {
+		t.Errorf("rollback after a reboot: %+v, want the file restored and a note on the sysctl", rb)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, sysctlConf)); string(b) != operatorConf {
+		t.Errorf("file not restored: %q", b)
+	}
+}
