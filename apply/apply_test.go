@@ -794,3 +794,23 @@ func TestNamespaceByPIDAndGone(t *testing.T) {
 		t.Errorf("file not restored: %q", b)
 	}
 }
+
+// TestNftBatchAddingNothing: a batch whose only command adds a table
+// that exists echoes nothing; it applies (nothing to record) and its
+// rollback deletes nothing — not the operator's table.
+func TestNftBatchAddingNothing(t *testing.T) {
+	e := newEnv(t)
+	before := e.snapshot(t)
+	state := t.TempDir()
+	p := *e.plan
+	p.Steps = []tune.Step{{Title: "a table that exists", Scope: tune.ScopeNetNS,
+		Actions: []tune.Action{{Kind: tune.KindNft, Script: "add table inet fw\n"}}}}
+	res, err := apply.Apply(context.Background(), &p, e.opts(t, state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply.Rollback(context.Background(), res.ID, e.opts(t, state)); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "after rollback", before, e.snapshot(t))
+}

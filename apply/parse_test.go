@@ -370,3 +370,11 @@ func FuzzParseRuleset(f *testing.F) {
 		_, _ = newSince(b, b)
 	})
 }
+
+func TestSystemdRunArgv(t *testing.T) {
+	got := strings.Join(systemdRunArgv("ctdoctor-revert-X", "X", "/usr/bin/ctdoctor", WatchdogArgs("/var/lib/ctdoctor", "X"), []string{"A=1"}), " ")
+	want := "systemd-run --unit ctdoctor-revert-X --description ctdoctor: revert apply X unless confirmed --collect --quiet --property Type=exec --setenv A=1 /usr/bin/ctdoctor rollback --watchdog --state-dir /var/lib/ctdoctor X"
+	if got != want {
+		t.Errorf("argv\n%s\nwant\n%s", got, want)
+	}
+}

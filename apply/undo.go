@@ -253,7 +253,7 @@ func (u *undoCtx) nft(r *ActionRecord, nsPath string) (string, error) {
 		r.Nft.Objects, r.Nft.Echoed = parsed, true
 	}
 	if len(objs) == 0 {
-		return "unchanged (the nft batch had not committed)", nil
+		return "nothing to delete: the batch added nothing", nil
 	}
 	_, now, err := listRuleset(nsPath)
 	if err != nil {
