@@ -48,8 +48,9 @@ type Options struct {
 	Force bool
 	// Watchdog says how to start the watchdog.
 	Watchdog WatchdogOptions
-	// Hook, when set, is called at each point of an apply where a test
-	// injects a failure (by returning an error) or kills the process.
+	// Hook, when set, is called at each point of an apply or rollback
+	// where a test injects a failure (by returning an error) or kills the
+	// process.
 	Hook func(HookPoint) error
 }
 
@@ -58,10 +59,11 @@ type HookPoint struct {
 	// Phase is "before" (the action is journaled as started, nothing is
 	// changed yet), "after" (the action ran; it is not yet verified nor
 	// journaled as done) or "end" (every action done, the journal not yet
-	// marked applied).
+	// marked applied); for a rollback, "undo" (before undoing an action).
 	Phase string
-	// Index counts the actions that change something, from 0; Step and
-	// Action locate it in the plan.
+	// Index counts the actions that change something (or, for "undo",
+	// the actions undone so far), from 0; Step and Action locate it in
+	// the plan.
 	Index, Step, Action int
 }
 

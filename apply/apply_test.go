@@ -814,3 +814,40 @@ func TestNftBatchAddingNothing(t *testing.T) {
 	}
 	same(t, "after rollback", before, e.snapshot(t))
 }
+
+// TestKillRollbackAtEachAction kills a rollback (in a child process, with
+// SIGKILL) before each of its undos in turn: history says interrupted, a
+// new apply is refused, and running rollback again finishes the job —
+// the namespace and the fake root are exactly as before the apply.
+func TestKillRollbackAtEachAction(t *testing.T) {
+	e := newEnv(t)
+	planFile := e.writePlan(t)
+	before := e.snapshot(t)
+	for k := range 8 {
+		at := fmt.Sprintf("undo:%d", k)
+		t.Run(at, func(t *testing.T) {
+			state := t.TempDir()
+			res, err := apply.Apply(context.Background(), e.plan, e.opts(t, state))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := startChild(t, "CHILD_PLAN="+planFile, "CHILD_ROOT="+e.root, "CHILD_STATE="+state, "CHILD_STOP="+at, "CHILD_ROLLBACK="+res.ID)
+			c.expect(t, "STOP "+at)
+			c.kill9(t)
+			if h, _ := apply.History(state); h[0].State != "interrupted" {
+				t.Errorf("history state %q, want interrupted", h[0].State)
+			}
+			if _, err := apply.Apply(context.Background(), e.plan, e.opts(t, state)); !errors.Is(err, apply.ErrPending) {
+				t.Errorf("apply after an interrupted rollback: %v, want ErrPending", err)
+			}
+			rb, err := apply.Rollback(context.Background(), "", e.opts(t, state))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rb.Changed != 8-k {
+				t.Errorf("the second rollback restored %d actions, want the %d left", rb.Changed, 8-k)
+			}
+			same(t, "after the resumed rollback", before, e.snapshot(t))
+		})
+	}
+}

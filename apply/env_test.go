@@ -43,8 +43,9 @@ func watchdogOpts() apply.WatchdogOptions {
 }
 
 // childApply applies the plan in $CHILD_PLAN under $CHILD_ROOT with
-// state $CHILD_STATE. With $CHILD_STOP ("before:2", "after:0", "end") it
-// prints "STOP …" at that hook point and waits to be killed; with
+// state $CHILD_STATE (or, with $CHILD_ROLLBACK, rolls that apply back).
+// With $CHILD_STOP ("before:2", "after:0", "end", "undo:3") it prints
+// "STOP …" at that hook point and waits to be killed; with
 // $CHILD_CONFIRM (a duration) it applies with a confirm window, prints
 // "APPLIED id" and, with $CHILD_WAIT, waits to be killed.
 func childApply() int {
@@ -71,6 +72,14 @@ func childApply() int {
 	}
 	if d := os.Getenv("CHILD_CONFIRM"); d != "" {
 		opt.ConfirmWithin, _ = time.ParseDuration(d)
+	}
+	if id := os.Getenv("CHILD_ROLLBACK"); id != "" {
+		if _, err := apply.Rollback(context.Background(), id, opt); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("ROLLED BACK")
+		return 0
 	}
 	res, err := apply.Apply(context.Background(), p, opt)
 	if err != nil {

@@ -117,7 +117,7 @@ func undoLocked(_ context.Context, j *Journal, opt Options, stateDir string, isR
 		return nil, err
 	}
 	fmt.Fprintf(out, "%s apply %s (%s) on %s:\n", strings.ToUpper(verb[:1])+verb[1:], j.ID, j.Summary, t.where())
-	n, notes, err := undo(t, j, stateDir, opt.Force, out)
+	n, notes, err := undo(t, j, stateDir, opt.Force, opt.Hook, out)
 	for _, s := range notes {
 		j.event("%s", s)
 	}

@@ -171,7 +171,7 @@ func fail(t *target, j *Journal, i, phase int, cause error, stateDir string, out
 	j.event("%s; undoing", j.Error)
 	_ = writeJournal(stateDir, j)
 	fmt.Fprintf(out, "%s\nUndoing what was done, in reverse…\n", j.Error)
-	n, notes, err := undo(t, j, stateDir, false, out)
+	n, notes, err := undo(t, j, stateDir, false, nil, out)
 	for _, s := range notes {
 		j.event("%s", s)
 	}

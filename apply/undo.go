@@ -30,14 +30,19 @@ type undoCtx struct {
 // reported (restored anyway with force); any other failure stops the undo
 // there — later steps are undone only after the ones after them, so that
 // an UNTRACKED accept rule never goes before the NOTRACK rules it covers.
-func undo(t *target, j *Journal, stateDir string, force bool, out io.Writer) (n int, notes []string, err error) {
+func undo(t *target, j *Journal, stateDir string, force bool, hook func(HookPoint) error, out io.Writer) (n int, notes []string, err error) {
 	u := &undoCtx{t: t, force: force}
 	u.skipRuntime, u.skipNS = runtimeGone(t, j)
 	var drift []string
-	for _, i := range undoable(j) {
+	for k, i := range undoable(j) {
 		r := &j.Actions[i]
 		a := j.Plan.Steps[r.Step].Actions[r.Action]
 		step := j.Plan.Steps[r.Step]
+		if hook != nil {
+			if err := hook(HookPoint{Phase: "undo", Index: k, Step: r.Step, Action: r.Action}); err != nil {
+				return n, notes, err
+			}
+		}
 		fmt.Fprintf(out, "  undo step %d/%d %s: %s: ", r.Step+1, len(j.Plan.Steps), step.Title, undoLabel(a))
 		note, err := u.action(j, r, a)
 		if err != nil {
