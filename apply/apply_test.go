@@ -26,6 +26,7 @@ import (
 func TestApplyRollback(t *testing.T) {
 	e := newEnv(t)
 	before := e.snapshot(t)
+	hostBefore := hostState(t)
 	state := t.TempDir()
 	res, err := apply.Apply(context.Background(), e.plan, e.opts(t, state))
 	if err != nil {
@@ -78,6 +79,8 @@ func TestApplyRollback(t *testing.T) {
 	if strings.Contains(treeText(t, e.root), ".ctdoctor-") {
 		t.Error("a temporary file was left in the root")
 	}
+	// everything happened in the namespace: the test's own is untouched
+	same(t, "the test process's own namespace, applied", hostBefore, hostState(t))
 	// the journal recorded what undo needs
 	j := journalOf(t, state, res.ID)
 	if j.State != apply.StateApplied || len(j.Actions) != 8 {
@@ -850,4 +853,22 @@ func TestKillRollbackAtEachAction(t *testing.T) {
 			same(t, "after the resumed rollback", before, e.snapshot(t))
 		})
 	}
+}
+
+// hostState is the test process's own namespace's ruleset and conntrack
+// settings (the host's, when the tests run in the initial namespace):
+// apply must never touch them.
+func hostState(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("nft", "-a", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.Write(out)
+	for _, p := range []string{timeWaitPath, udpPath, maxPath, hashPath} {
+		v, _ := os.ReadFile(p)
+		fmt.Fprintf(&b, "%s %q\n", p, v)
+	}
+	return b.String()
 }
