@@ -103,7 +103,7 @@ func TestFormatsAgree(t *testing.T) {
 }
 
 func TestSaveLineDefaults(t *testing.T) {
-	// genflows.py / `conntrack -R` input: no reply tuple, status without SEEN_REPLY.
+	// `conntrack -R` input: no reply tuple, status without SEEN_REPLY.
 	var f Flow
 	err := ParseLine([]byte("-I -t 417118 -u ASSURED -s 10.6.130.31 -d 10.200.0.4 -p tcp --sport 31973 --dport 8080 --state ESTABLISHED"), &f)
 	if err != nil {
