@@ -211,11 +211,14 @@ func (d *deriver) settings() {
 		d.ports = engine.PortRange{Lo: uint16(t.PortRangeLow), Hi: uint16(t.PortRangeHigh)}
 	}
 	d.span = float64(d.ports.Hi-d.ports.Lo) + 1
-	// A listing cut short: scale its counts up to the table's count.
+	// A listing cut short: scale its counts up to the table's count. (A
+	// complete listing is taken as it is: the kernel's count also holds
+	// entries that expired and wait for its garbage collector, which a
+	// listing leaves out, so the two differ on a busy table.)
 	d.scale = 1
-	if c := s.Count; c > 0 && float64(c) > 1.1*float64(d.bd.Total) {
+	if c := s.Count; d.rep != nil && d.rep.Listing != nil && d.rep.Listing.Reason == analyze.ListingFailed && c > d.bd.Total {
 		d.scale = float64(c) / float64(d.bd.Total)
-		d.limits = append(d.limits, fmt.Sprintf("the listing holds %s of the table's %s entries: every count is scaled by %.3g",
+		d.limits = append(d.limits, fmt.Sprintf("the listing broke off after %s of the table's %s entries: every count is scaled by %.3g",
 			Thousands(d.bd.Total), Thousands(c), d.scale))
 	}
 }

@@ -219,6 +219,30 @@ func TestSynSentResidence(t *testing.T) {
 	}
 }
 
+// TestDeriveListingCount: the kernel's count, above a complete listing
+// (it also holds expired entries its garbage collector has not reaped
+// yet), changes nothing; a listing that broke off is scaled up to it.
+func TestDeriveListingCount(t *testing.T) {
+	snap := deriveHost()
+	snap.Settings.Count = 22610 // 12.5% above the 20,100 listed
+	rep := &analyze.Report{Listing: &analyze.Listing{Read: true}}
+	sc, err := Derive(snap, rep, deriveBreakdown())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := workloadByName(sc, "tcp-8080-lo"); w == nil || w.Rate.Value != 198 {
+		t.Errorf("complete listing: %+v, want 11,880 / 60 = 198/s", w)
+	}
+	snap.Settings.Count = 40200
+	rep.Listing = &analyze.Listing{Read: true, Reason: analyze.ListingFailed}
+	if sc, err = Derive(snap, rep, deriveBreakdown()); err != nil {
+		t.Fatal(err)
+	}
+	if w := workloadByName(sc, "tcp-8080-lo"); w == nil || w.Rate.Value != 396 || !strings.Contains(sc.Description, "broke off after 20,100 of the table's 40,200") {
+		t.Errorf("half the table listed: %+v, want 2 × 198/s, and why in:\n%s", w, sc.Description)
+	}
+}
+
 func TestDeriveErrors(t *testing.T) {
 	if _, err := Derive(deriveHost(), nil, nil); err == nil || !strings.Contains(err.Error(), "not listed") {
 		t.Errorf("no breakdown: %v", err)
