@@ -260,7 +260,15 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 	if listing != "" {
 		listingVerdict(rep, listing)
 	}
-	return &Result{Report: rep, Snapshot: snap, Breakdown: bd}, nil
+	res := &Result{Report: rep, Snapshot: snap, Breakdown: bd}
+	// The printed fixes are the planner's: the same commands `ctdoctor
+	// plan` shows, for this kernel, these files and this firewall.
+	if p, err := Plan(ctx, in, res, PlanOptions{}); err == nil {
+		applyPlanFixes(rep, p)
+	} else {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("fixes: %v", err))
+	}
+	return res, nil
 }
 
 // listingOf says whether the entries were read and, if not, why.

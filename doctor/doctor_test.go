@@ -182,10 +182,30 @@ func TestSimulatedHost(t *testing.T) {
 		t.Errorf("listing %+v, want read completely", got.Listing)
 	}
 	got.Listing = nil
+	// The doctor's fixes are the planner's (sim.Report keeps analyze's
+	// text); everything else is the same.
+	var planned []string
+	for i := range got.Findings {
+		if got.Findings[i].ID == "table-full" || got.Findings[i].ID == "loopback-tracked" {
+			planned = append(planned, got.Findings[i].Fixes...)
+		}
+		got.Findings[i].Fixes, want.Findings[i].Fixes = nil, nil
+	}
 	jw, _ := json.Marshal(want)
 	jg, _ := json.Marshal(got)
 	if string(jw) != string(jg) {
 		t.Errorf("reports differ:\n sim    %s\n doctor %s", jw, jg)
+	}
+	all := strings.Join(planned, "\n")
+	for _, want := range []string{"sysctl -w net.netfilter.nf_conntrack_max=131072",
+		"echo 131072 > /sys/module/nf_conntrack/parameters/hashsize",
+		"# not planned — stop tracking loopback traffic: the firewall ruleset was not read"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("planned fixes lack %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, ">> /etc/sysctl.d") || strings.Contains(all, "inet filter") {
+		t.Errorf("analyze's generic fix lines survived the planner:\n%s", all)
 	}
 }
 

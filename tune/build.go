@@ -81,6 +81,9 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 	if !t.Module.Loaded && t.Module.Name == "" {
 		t.Module = ReadModuleState(t.Root, t.ModuleName())
 	}
+	if t.Legacy {
+		t.Module.BuiltIn = false // ip_conntrack was a module in every distribution kernel
+	}
 	p := &Plan{Schema: PlanSchema, ID: newID(now), CreatedAt: now.UTC(), Global: opt.Global || t.Init,
 		Host: PlanHost{Hostname: snap.Hostname, BootID: readBootID(t.Root), Kernel: snap.Kernel,
 			NetNS: netnsName(snap), NetNSInode: snap.NetNS.Inode, Root: t.Root}}

@@ -299,7 +299,10 @@ func fileStep(root, p, content string) (Step, error) {
 			return Step{}, nil
 		}
 	}
-	st.Commands = []string{"mkdir -p " + shellQuote(path.Dir(p)), fileCommand(p, content)}
+	st.Commands = []string{fileCommand(p, content)}
+	if d := path.Dir(p); d != "/etc" {
+		st.Commands = append([]string{"mkdir -p " + shellQuote(d)}, st.Commands...)
+	}
 	st.Actions = []Action{a}
 	return st, nil
 }

@@ -56,6 +56,13 @@ func comparable(t *testing.T, r *analyze.Report) map[string]any {
 	delete(st, "per_second")
 	delete(st, "interval_seconds")
 	delete(st, "source")
+	// The fixes are the planner's commands: live, they are placed in the
+	// namespace's firewall ruleset and files, which a snapshot does not
+	// hold (offline the NOTRACK steps are left out, saying why). The
+	// findings, their evidence and changes must still agree.
+	for _, f := range m["findings"].([]any) {
+		delete(f.(map[string]any), "fixes")
+	}
 	return m
 }
 
