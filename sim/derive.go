@@ -101,12 +101,21 @@ var (
 // same tuple, and the simulation reaches the same cap); a table at its max
 // holds fewer entries than the traffic would make. When the kernel dropped
 // packets for want of room (the drop counter's rate over the report's two
-// samples), the demand above capacity is at most one connection per 1 +
-// syn_retries dropped packets (a connection that never gets an entry loses
-// its first packet and every retransmission): that many connections per
-// second are added, spread over the churning workloads by their rates.
-// Early drops evicted unassured entries before their timeout: their rate
-// is added to the workloads that make unassured entries.
+// samples), the table reached its max even if the reading shows less (at
+// 95% of the max, after a drop, the kernel's garbage collector evicts
+// closing and unassured entries, which no counter shows): the churning
+// workloads are first scaled so that their entries fill the max less the
+// open entries; then, as a connection that never gets an entry loses its
+// first packet and its syn_retries retransmissions, one connection per 1 +
+// syn_retries dropped packets per second is added, spread over the
+// churning workloads by their rates. Demand the garbage collector absorbed
+// stays invisible, so the drops a derived scenario shows are a lower bound
+// too. Early drops evicted unassured entries before their timeout: their
+// rate is added to the workloads that make unassured entries.
+//
+// A listing that broke off (rep.Listing says so) is scaled up to the
+// table's count; a complete one is taken as it is (the kernel's count also
+// holds expired entries its garbage collector has not reaped yet).
 //
 // Every derivation is written, with its numbers, in the scenario's
 // description.
