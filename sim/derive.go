@@ -471,10 +471,14 @@ func (d *deriver) adjust() {
 			p.why += fmt.Sprintf(", %s unanswered", percent(p.unrepl/p.entries))
 		}
 	}
+	see := ""
+	if d.rep != nil && slices.ContainsFunc(d.rep.Findings, func(f analyze.Finding) bool { return f.ID == "local-ports-exhausted" }) {
+		see = " (local-ports-exhausted)"
+	}
 	for _, p := range d.parts {
 		for _, t := range p.capped {
-			d.limits = append(d.limits, fmt.Sprintf("%s → %s:%d holds %s entries (%s TIME_WAIT) for %s local ports: it has run out of local ports, so new connections reuse the tuples of closed ones and its TIME_WAIT count no longer grows with the rate — the rate of %s is a lower bound, and the simulation, on the same tuple, reaches the same cap",
-				t.Src, t.Dst, t.Port, Thousands(t.Count), Thousands(t.TimeWait), Thousands(int64(d.span)), p.name))
+			d.limits = append(d.limits, fmt.Sprintf("%s → %s:%d holds %s entries (%s TIME_WAIT) for %s local ports: it has run out of local ports%s, so new connections reuse the tuples of closed ones and its TIME_WAIT count no longer grows with the rate — the rate of %s is a lower bound, and the simulation, on the same tuple, reaches the same cap",
+				t.Src, t.Dst, t.Port, Thousands(t.Count), Thousands(t.TimeWait), Thousands(int64(d.span)), see, p.name))
 		}
 	}
 	if d.rep == nil {

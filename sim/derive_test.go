@@ -147,7 +147,7 @@ func TestDeriveLowerBounds(t *testing.T) {
 		TCPState: map[string]int64{"TIME_WAIT": 28200, "ESTABLISHED": 100}, Loopback: 28300,
 		TopServices: []analyze.ServiceCount{{Proto: "tcp", Port: 8080, Count: 28300, Loopback: 28300, TimeWait: 28200}},
 		TopTuples:   []analyze.TupleCount{{Src: "127.0.0.1", Dst: "127.0.0.1", Port: 8080, Count: 28232, TimeWait: 28200}}}
-	rep := &analyze.Report{Table: analyze.TableInfo{Count: 28300, Max: 28300},
+	rep := &analyze.Report{Table: analyze.TableInfo{Count: 28300, Max: 28300}, Findings: []analyze.Finding{{ID: "local-ports-exhausted"}},
 		Stats: analyze.StatsInfo{Available: true, Interval: 1, PerSecond: map[string]float64{"drop": 70, "early_drop": 0}}}
 	sc, err := Derive(snap, rep, bd)
 	if err != nil {
@@ -164,7 +164,7 @@ func TestDeriveLowerBounds(t *testing.T) {
 	if len(w.Clients) != 1 || w.Clients[0].Addr().String() != "127.0.0.1" || w.Servers[0].Addr().String() != "127.0.0.1" {
 		t.Errorf("a capped tuple must be simulated on the same tuple: %v → %v", w.Clients, w.Servers)
 	}
-	for _, s := range []string{"run out of local ports", "lower bound", "70 packets/s", "70 ÷ 7 = 10 connections/s"} {
+	for _, s := range []string{"run out of local ports (local-ports-exhausted)", "lower bound", "70 packets/s", "70 ÷ 7 = 10 connections/s"} {
 		if !strings.Contains(sc.Description, s) {
 			t.Errorf("description lacks %q:\n%s", s, sc.Description)
 		}
