@@ -63,3 +63,28 @@ func BenchmarkSimulateHour(b *testing.B) {
 		b.ReportMetric(float64(r.Peak), "peak-entries")
 	}
 }
+
+// BenchmarkSimulateBuiltins runs each built-in scenario once and reports
+// the packets simulated per second, of wall time and of CPU time: the
+// speed the run-time estimate (PacketsPerSecond) assumes.
+func BenchmarkSimulateBuiltins(b *testing.B) {
+	for _, bi := range Builtins() {
+		b.Run(bi.Name, func(b *testing.B) {
+			sc, err := Load(bi.Name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				start, cpu0 := time.Now(), cpuTime()
+				r, err := Run(context.Background(), sc, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				wall, cpu := time.Since(start), cpuTime()-cpu0
+				b.ReportMetric(float64(r.Packets)/wall.Seconds(), "packets/s")
+				b.ReportMetric(float64(r.Packets)/cpu.Seconds(), "packets/cpu-s")
+				b.ReportMetric(float64(r.Packets), "packets")
+			}
+		})
+	}
+}

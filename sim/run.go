@@ -38,9 +38,9 @@ type tracker interface {
 
 // Options tune a run.
 type Options struct {
-	// Progress, when set, is called every few hundred thousand packets with
-	// the virtual time reached.
-	Progress func(now time.Duration)
+	// Progress, when set, is called every 65,536 packets or so with the
+	// virtual time reached and the packets simulated so far.
+	Progress func(now time.Duration, packets uint64)
 }
 
 // Simulator runs one scenario against one tracker.
@@ -152,7 +152,7 @@ func (s *Simulator) Run(ctx context.Context) (*Result, error) {
 	end := int64(sc.Duration / Tick)
 	nextSample := time.Duration(0)
 	loops := 0
-	lastProgress := uint64(0)
+	lastCheck := uint64(0)
 	for s.tick = 0; s.tick < end; {
 		s.wheel.advance(s.tick)
 		s.now = time.Duration(s.tick) * Tick
@@ -197,13 +197,15 @@ func (s *Simulator) Run(ctx context.Context) (*Result, error) {
 			nt = s.tick + 1
 		}
 		s.tick = nt
-		if loops++; loops&4095 == 0 {
+		// Every few thousand ticks, and every 65,536 packets: at millions
+		// of connections per second one tick holds thousands of them.
+		if loops++; loops&4095 == 0 || s.packets-lastCheck >= 1<<16 {
+			lastCheck = s.packets
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if s.opt.Progress != nil && s.packets-lastProgress > 1<<18 {
-				lastProgress = s.packets
-				s.opt.Progress(s.now)
+			if s.opt.Progress != nil {
+				s.opt.Progress(s.now, s.packets)
 			}
 		}
 	}

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,10 +40,21 @@ type simulateOptions struct {
 	color     string
 	top       int
 	verbose   bool
+	force     bool
+
+	// The run-time estimate's thresholds: a note above warnAfter, a
+	// refusal above refuseAfter unless --force.
+	warnAfter, refuseAfter time.Duration
 }
 
+// Default thresholds of the run-time estimate.
+const (
+	defaultWarnAfter   = time.Minute
+	defaultRefuseAfter = time.Hour
+)
+
 func newSimulateCmd(stdout, stderr io.Writer) *cobra.Command {
-	o := &simulateOptions{}
+	o := &simulateOptions{warnAfter: defaultWarnAfter, refuseAfter: defaultRefuseAfter}
 	c := &cobra.Command{
 		Use:   "simulate [SCENARIO|FILE]",
 		Short: "Simulate a conntrack table under a workload: will it fill, when, and does a change help?",
@@ -52,10 +65,34 @@ who closes them, loopback or not) — through ctdoctor's userspace tracker,
 which follows the kernel's state machines, timeouts, early drop and counters,
 on a virtual clock: an hour of traffic takes seconds.
 
-It prints the verdict first ("table never fills" or "table full at 00:01:40,
-N packets dropped"), the steady count by TCP state, the kernel counters
-(drop, early_drop, insert_failed, chaintoolong) and a chart of the table
-over time.
+It prints the verdict first, the steady count by TCP state, the kernel
+counters (drop, early_drop, insert_failed, chaintoolong) and a chart of the
+table over time. "Full" means one thing: the count reached nf_conntrack_max.
+The verdict names why packets were dropped, if they were:
+  FULL                  table full at 00:01:40, N packets dropped: new
+                        connections found no free entry and early drop
+                        nothing to evict (counter drop)
+  HASH CHAINS TOO LONG  packets dropped because the hash chain a new entry
+                        would join was too long (insert_failed,
+                        chaintoolong), with room in the table: too few
+                        buckets for the entries
+  FULL, NO DROPS        the count reached the max, but early drop evicted
+                        an unassured entry for each new connection
+  NEAR FULL, OK         no drops; the peak reached 90% of the max, or not
+
+-o json (schema ctdoctor.simulation/v2) gives the same in .summary: verdict
+(the text's, word for word), cause (table_full, chain_too_long,
+full_no_drops, near_full, ok), full and full_at_seconds (the count reached
+the max, and when), dropped and dropped_packets (conntrack dropped packets,
+any cause), first_drop_seconds and, by cause,
+first_table_full_drop_seconds and first_chain_drop_seconds (null: never),
+peak and peak_at_seconds (exact, not sampled), the counters and the
+timeline (-o csv gives the timeline alone).
+
+Before it starts, simulate estimates the packets the run sends from the
+rates, lifetimes and duration: it notes a run expected to take over a
+minute and refuses one over an hour unless --force. On a terminal, stderr
+shows the virtual time reached and the time left.
 
 SCENARIO is a built-in (see --list) or a YAML file. Start from a built-in:
   ctdoctor simulate nginx-local-upstream --print > mine.yaml
@@ -92,7 +129,7 @@ the proposed settings — and prints both summaries and the difference.
 host: the same findings and fixes. --pcap replays a capture instead of a
 scenario.`,
 		Example: `  ctdoctor simulate --list                                   # the built-in scenarios
-  ctdoctor simulate nginx-local-upstream                     # the seeds' case: TIME_WAIT fills the table
+  ctdoctor simulate nginx-local-upstream                     # a new connection per request: TIME_WAIT fills the table
   ctdoctor simulate nginx-local-upstream --report            # ... and what ctdoctor would say about it
   ctdoctor simulate nginx-local-upstream --compare nf_conntrack_tcp_timeout_time_wait=30
   ctdoctor simulate nginx-local-upstream --compare nf_conntrack_max=262144,nf_conntrack_buckets=262144
@@ -128,6 +165,7 @@ scenario.`,
 	f.StringVar(&o.color, "color", "auto", "colour: auto (on a terminal, unless NO_COLOR is set), always or never")
 	f.IntVar(&o.top, "top", 10, "rows in the report's top tables (with --report)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "explain every finding (with --report)")
+	f.BoolVar(&o.force, "force", false, "run even when the estimate says the run takes more than an hour")
 	_ = c.RegisterFlagCompletionFunc("pcap-hook", cobra.FixedCompletions([]string{"prerouting", "output"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "csv"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("color", completeColor)
@@ -228,14 +266,18 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 		return &exitError{code: 2, err: err}
 	}
 	width := simWidth(stdout)
+	est := sc.Estimate()
+	if err := o.checkEstimate(est, stderr); err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	if o.compare != "" {
 		proposed, err := parseSettings([]string{o.compare}, "--compare")
 		if err != nil {
 			return &exitError{code: 2, err: err}
 		}
-		return runCompare(ctx, o, sc, proposed, color, width, stdout, stderr)
+		return runCompare(ctx, o, sc, proposed, est, color, width, stdout, stderr)
 	}
-	prog := newSimProgress(stderr, sc.Duration)
+	prog := newSimProgress(stderr, sc.Name, sc.Duration, est.Packets)
 	start := time.Now()
 	s, err := sim.New(sc, sim.Options{Progress: prog.update})
 	if err != nil {
@@ -375,10 +417,10 @@ func writeJSON(w io.Writer, v any) error {
 
 // runCompare runs the scenario as it is and with the proposed settings,
 // concurrently (one tracker per core), with the same seed.
-func runCompare(ctx context.Context, o *simulateOptions, sc *sim.Scenario, proposed map[string]int64, color bool, width int, stdout, stderr io.Writer) error {
+func runCompare(ctx context.Context, o *simulateOptions, sc *sim.Scenario, proposed map[string]int64, est sim.Estimate, color bool, width int, stdout, stderr io.Writer) error {
 	alt := sc.Clone()
 	alt.Apply(proposed)
-	prog := newSimProgress(stderr, sc.Duration)
+	prog := newSimProgress(stderr, sc.Name, sc.Duration, est.Packets)
 	var (
 		wg      sync.WaitGroup
 		results [2]*sim.Result
@@ -434,15 +476,111 @@ func writeSVG(path string, c render.Chart, subtitle string) error {
 	return f.Close()
 }
 
-// simProgress shows the virtual time reached on a terminal's stderr.
+// checkEstimate weighs the run before it starts: a note on stderr when it
+// should take longer than warnAfter, an error (unless --force) when longer
+// than refuseAfter. The two runs of --compare run side by side, one a core.
+func (o *simulateOptions) checkEstimate(est sim.Estimate, stderr io.Writer) error {
+	wall := est.Wall()
+	if o.compare != "" && runtime.GOMAXPROCS(0) < 2 {
+		wall *= 2
+	}
+	what := fmt.Sprintf("about %s packets (%s connections): about %s at the simulator's %s packets/s",
+		sim.Approx(est.Packets), sim.Approx(est.Connections), roundWall(wall), sim.Approx(sim.PacketsPerSecond))
+	switch {
+	case wall > o.refuseAfter && !o.force:
+		return fmt.Errorf("this run would simulate %s; shorten --duration or lower the rates, or add --force to run it anyway", what)
+	case wall > o.warnAfter:
+		fmt.Fprintf(stderr, "ctdoctor: note: this run simulates %s\n", what)
+	}
+	return nil
+}
+
+// roundWall rounds a wall time for people: seconds, minutes or hours.
+func roundWall(d time.Duration) string {
+	if d >= time.Hour-30*time.Second {
+		d = d.Round(time.Minute)
+	}
+	d = d.Round(time.Second)
+	switch {
+	case d >= 10*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Round(time.Hour)/time.Hour))
+	case d >= time.Hour:
+		d = d.Round(time.Minute)
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d/time.Minute)%60)
+	case d >= time.Minute:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d/time.Second)%60)
+	}
+	return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second))
+}
+
+// simProgress shows how far a run is on a terminal's stderr: the virtual
+// time reached, the packets simulated and the time left at the speed so
+// far. Like progress, it starts after half a second and prints nothing
+// when stderr is not a terminal.
 type simProgress struct {
-	p     *progress
-	total time.Duration
+	w           io.Writer
+	name        string
+	total       time.Duration
+	est         float64 // the packets the estimate expects
+	now         atomic.Int64
+	packets     atomic.Uint64
+	stop, ended chan struct{}
 }
 
-func newSimProgress(stderr io.Writer, total time.Duration) *simProgress {
-	return &simProgress{p: newProgress(stderr, fmt.Sprintf("simulating %s (virtual seconds done)", total)), total: total}
+func newSimProgress(stderr io.Writer, name string, total time.Duration, est float64) *simProgress {
+	p := &simProgress{w: stderr, name: name, total: total, est: est}
+	if !isTerminal(stderr) {
+		return p
+	}
+	p.stop, p.ended = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(p.ended)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		start := time.Now()
+		shown := false
+		for {
+			select {
+			case <-p.stop:
+				if shown {
+					fmt.Fprint(p.w, "\r\x1b[K")
+				}
+				return
+			case <-t.C:
+				if el := time.Since(start); el > 500*time.Millisecond {
+					fmt.Fprint(p.w, "\r\x1b[K"+render.Truncate(p.line(el), render.Width(p.w)-1))
+					shown = true
+				}
+			}
+		}
+	}()
+	return p
 }
 
-func (s *simProgress) update(now time.Duration) { s.p.n.Store(int64(now / time.Second)) }
-func (s *simProgress) done()                    { s.p.done() }
+// line is the progress line after elapsed of wall time.
+func (p *simProgress) line(elapsed time.Duration) string {
+	now, pk := time.Duration(p.now.Load()), float64(p.packets.Load())
+	s := fmt.Sprintf("simulating %s: %s of %s", p.name, sim.Clock(now), sim.Clock(p.total))
+	if p.total > 0 {
+		s += fmt.Sprintf(" (%.0f%%)", min(100, float64(now)*100/float64(p.total)))
+	}
+	s += fmt.Sprintf(" · %s packets", sim.Approx(pk))
+	if pk > 0 && p.est > pk {
+		left := time.Duration(float64(elapsed) * (p.est - pk) / pk)
+		s += " · about " + roundWall(left) + " left"
+	}
+	return s
+}
+
+func (p *simProgress) update(now time.Duration, packets uint64) {
+	p.now.Store(int64(now))
+	p.packets.Store(packets)
+}
+
+func (p *simProgress) done() {
+	if p.stop != nil {
+		close(p.stop)
+		<-p.ended
+	}
+}

@@ -781,3 +781,95 @@ func TestSimulateWidth(t *testing.T) {
 		}
 	}
 }
+
+// TestSimulateRunTimeEstimate: a run is weighed before it starts (issue 8,
+// item 17): 10 million connections/s for 10 minutes is refused at once
+// unless --force; a long one gets a note; the note's numbers are the
+// estimate's.
+func TestSimulateRunTimeEstimate(t *testing.T) {
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.yaml")
+	if err := os.WriteFile(huge, []byte(`name: huge
+duration: 10m
+workloads:
+  - {name: api, rate: 10M, client: 10.0.0.0/8, server: 10.1.0.1, server_port: 80}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, args := range [][]string{{huge}, {huge, "--compare", "nf_conntrack_max=1000000"}, {"dns-udp", "--duration", "1000d"}} {
+		code, out, errs := simulate(t, args...)
+		// 6 billion connections of 8 packets: 48 billion packets.
+		if code != 2 || out != "" || !strings.Contains(errs, "add --force to run it anyway") {
+			t.Errorf("%v: exit %d, stdout %d bytes, stderr %q", args, code, len(out), errs)
+		}
+		if args[0] == huge && !strings.Contains(errs, "this run would simulate about 48 billion packets (6 billion connections)") {
+			t.Errorf("%v: %s", args, errs)
+		}
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("refusing took %s: the runs started", el)
+	}
+
+	// The thresholds, lowered: a small run gets the note, with the
+	// estimate's numbers, and runs; --force runs past the refusal.
+	sc, err := sim.Load("nginx-local-upstream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Duration, sc.Step = 30*time.Second, 0
+	if err := sc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	est := sc.Estimate()
+	for _, tc := range []struct {
+		warn, refuse time.Duration
+		force        bool
+		code         int
+		want         string
+	}{
+		{time.Nanosecond, time.Hour, false, 0, "ctdoctor: note: this run simulates about " + sim.Approx(est.Packets) + " packets (" + sim.Approx(est.Connections) + " connections)"},
+		{time.Nanosecond, time.Nanosecond, false, 2, "add --force"},
+		{time.Nanosecond, time.Nanosecond, true, 0, "ctdoctor: note: this run simulates about"},
+		{time.Hour, 2 * time.Hour, false, 0, ""},
+	} {
+		o := &simulateOptions{output: "json", color: "never", top: 10, duration: "30s", warnAfter: tc.warn, refuseAfter: tc.refuse, force: tc.force}
+		var out, errb bytes.Buffer
+		err := runSimulate(context.Background(), o, []string{"nginx-local-upstream"}, &out, &errb)
+		code := 0
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+			errb.WriteString(ee.err.Error())
+		} else if err != nil {
+			code = 1
+		}
+		if code != tc.code || !strings.Contains(errb.String(), tc.want) || tc.want == "" && errb.Len() > 0 {
+			t.Errorf("warn %s refuse %s force %v: exit %d, stderr %q; want exit %d and %q", tc.warn, tc.refuse, tc.force, code, errb.String(), tc.code, tc.want)
+		}
+		if code == 0 && !strings.Contains(out.String(), `"schema": "ctdoctor.simulation/v2"`) {
+			t.Errorf("no result:\n%.300s", out.String())
+		}
+	}
+}
+
+// TestSimProgressLine: the progress line's numbers, worked out by hand.
+func TestSimProgressLine(t *testing.T) {
+	p := newSimProgress(&bytes.Buffer{}, "web", 10*time.Minute, 1e6)
+	defer p.done()
+	p.update(2*time.Minute, 250_000)
+	// A quarter of the packets in 10 s: three quarters left take 30 s.
+	want := "simulating web: 00:02:00 of 00:10:00 (20%) · 250 thousand packets · about 30s left"
+	if got := p.line(10 * time.Second); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+func TestRoundWall(t *testing.T) {
+	for d, want := range map[time.Duration]string{1500 * time.Millisecond: "2s", 90 * time.Second: "1m30s",
+		2*time.Hour + 40*time.Minute: "2h40m", 26*time.Hour + 20*time.Minute: "26h", 59*time.Minute + 59*time.Second + 600*time.Millisecond: "1h00m"} {
+		if got := roundWall(d); got != want {
+			t.Errorf("roundWall(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
