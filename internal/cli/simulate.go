@@ -565,12 +565,28 @@ func (p *simProgress) line(elapsed time.Duration) string {
 	if p.total > 0 {
 		s += fmt.Sprintf(" (%.0f%%)", min(100, float64(now)*100/float64(p.total)))
 	}
-	s += fmt.Sprintf(" · %s packets", sim.Approx(pk))
+	s += ", " + compactCount(pk) + " packets"
 	if pk > 0 && p.est > pk {
 		left := time.Duration(float64(elapsed) * (p.est - pk) / pk)
-		s += " · about " + roundWall(left) + " left"
+		s += ", " + roundWall(left) + " left"
 	}
 	return s
+}
+
+// compactCount writes a count in few columns: 950, 694k, 1.4M, 48G.
+func compactCount(x float64) string {
+	for _, u := range []struct {
+		v      float64
+		suffix string
+	}{{1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if v := x / u.v; v >= 1 {
+			if v < 10 {
+				return strings.TrimSuffix(fmt.Sprintf("%.1f", v), ".0") + u.suffix
+			}
+			return fmt.Sprintf("%.0f%s", v, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%.0f", x)
 }
 
 func (p *simProgress) update(now time.Duration, packets uint64) {

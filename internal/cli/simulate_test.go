@@ -859,7 +859,7 @@ func TestSimProgressLine(t *testing.T) {
 	defer p.done()
 	p.update(2*time.Minute, 250_000)
 	// A quarter of the packets in 10 s: three quarters left take 30 s.
-	want := "simulating web: 00:02:00 of 00:10:00 (20%) · 250 thousand packets · about 30s left"
+	want := "simulating web: 00:02:00 of 00:10:00 (20%), 250k packets, 30s left"
 	if got := p.line(10 * time.Second); got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
