@@ -116,6 +116,10 @@ func runApply(ctx context.Context, o *applyOptions, args []string, stdout, stder
 	if err != nil {
 		return err
 	}
+	// A signal (Ctrl-C, the SSH session closing) stops the apply between
+	// two actions and undoes what was done, instead of killing it halfway.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
 	interactive := args[0] != "-" && isTerminal(os.Stdin) && isTerminal(stdout)
 	lines := make(chan string)
 	if interactive {
@@ -128,14 +132,15 @@ func runApply(ctx context.Context, o *applyOptions, args []string, stdout, stder
 		}()
 		opt.Ask = func(q string) (bool, error) {
 			fmt.Fprintf(stdout, "\n%s [y/N] ", q)
-			l, ok := <-lines
-			return ok && yes(l), nil
+			select {
+			case l, ok := <-lines:
+				return ok && yes(l), nil
+			case <-ctx.Done():
+				fmt.Fprintln(stdout)
+				return false, nil
+			}
 		}
 	}
-	// A signal (Ctrl-C, the SSH session closing) stops the apply between
-	// two actions and undoes what was done, instead of killing it halfway.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
 	res, err := apply.Apply(ctx, p, opt)
 	if err != nil {
 		return err
