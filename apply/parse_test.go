@@ -54,6 +54,12 @@ func TestParseEcho(t *testing.T) {
 	if _, complete, _ := parseEcho([]byte(strings.Split(echoOutput, "# new")[0])); complete {
 		t.Error("output without the generation line counted as complete")
 	}
+	// create, and an insert at a position (nft echoes "handle 2" in the
+	// command; the object's own handle is the last one)
+	objs, _, err = parseEcho([]byte("insert rule inet fw input handle 2 ct state untracked accept comment \"ctdoctor: untracked\" # handle 15\ncreate table inet ctd2 # handle 12\n"))
+	if err != nil || len(objs) != 2 || objs[0].Handle != 15 || objs[0].Chain != "input" || objs[1].Kind != "table" || objs[1].Handle != 12 {
+		t.Errorf("insert at a position, create table: %+v %v", objs, err)
+	}
 	if _, _, err := parseEcho([]byte("flush ruleset\n")); err == nil {
 		t.Error("a line that is not an add was accepted")
 	}
@@ -313,6 +319,7 @@ func FuzzParseEcho(f *testing.F) {
 	f.Add([]byte(echoOutput))
 	f.Add([]byte("add ct helper inet fw h { type \"ftp\" protocol tcp; } # handle 4\n"))
 	f.Add([]byte("add table x # handle 1\n"))
+	f.Add([]byte("insert rule inet fw input handle 2 ct state untracked accept comment \"ctdoctor: untracked\" # handle 15\ncreate table inet ctd2 # handle 12\n# new generation 11 by process 14660 (nft)\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		objs, _, err := parseEcho(b)
 		if err != nil {
