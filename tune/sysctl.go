@@ -82,6 +82,9 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		for i := range st {
+			st[i].Finding = persist[0].Finding
+		}
 		for i := range steps {
 			if steps[i].Persist == "" && steps[i].Actions[0].Kind == KindSysctl {
 				steps[i].Persist = file
