@@ -85,6 +85,9 @@ func resolveTarget(spec, root string) (*target, error) {
 		t.name = fmt.Sprintf("netns init [%d]", ino)
 		return t, nil
 	}
+	if spec == "self" { // the caller's own namespace, neither initial nor named
+		spec = "/proc/self/ns/net"
+	}
 	ns, err := host.ResolveNetNS(spec)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
