@@ -174,6 +174,9 @@ func (x *checked) classify(t *target, inEffect bool) (msg string, err error) {
 			return "", fmt.Errorf("%s changes need a live network namespace, and the plan's (%q) is read through the root %s", a.Kind, t.ns.Spec, t.root)
 		}
 		x.todo = !inEffect
+		if inEffect {
+			return "", nil // the same plan is applied: nothing to run, nothing to check
+		}
 		if a.Kind == tune.KindNft {
 			if _, err := exec.LookPath("nft"); err != nil {
 				return "", errors.New("nft is not installed (apt-get install nftables)")

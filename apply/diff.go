@@ -51,7 +51,7 @@ func (c *Checked) WriteDiff(w io.Writer) {
 			x.writeDiff(w)
 		}
 		if s.Persist != "" {
-			fmt.Fprintf(w, "    persists in %s\n", s.Persist)
+			fmt.Fprintf(w, "    persists: %s\n", s.Persist)
 		}
 		for _, cmd := range s.Commands {
 			fmt.Fprintf(w, "  $ %s\n", cmd)

@@ -173,7 +173,7 @@ const operatorRuleset = `table inet fw {
 // notrackScript is the plan's nft batch: the UNTRACKED accept first in
 // the operator's chain, then ctdoctor's own raw-priority table.
 const notrackScript = `insert rule inet fw input ct state untracked accept
-add table inet ctdoctor_raw
+create table inet ctdoctor_raw
 add chain inet ctdoctor_raw prerouting { type filter hook prerouting priority raw; }
 add chain inet ctdoctor_raw output { type filter hook output priority raw; }
 add rule inet ctdoctor_raw prerouting iif "lo" notrack
