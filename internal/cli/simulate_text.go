@@ -160,6 +160,15 @@ func (t *textLines) verdictLine(tag, verdict string) {
 	t.prose(first, strings.Repeat(" ", render.VisibleWidth(first)), verdict, bold)
 }
 
+// writeHeading writes a bold heading wrapped at width, between blank lines.
+func writeHeading(w io.Writer, text string, color bool, width int) {
+	t := newTextLines(color, width)
+	t.blank()
+	t.prose("", "", text, bold)
+	t.blank()
+	_, _ = io.WriteString(w, t.b.String())
+}
+
 // verdictLabel is the coloured tag in front of a run's verdict: its cause.
 func verdictLabel(r *sim.Result, color bool) string {
 	switch r.Cause() {
