@@ -101,3 +101,32 @@ func fixture(t *testing.T, dir string) *Report {
 	b := a.Breakdown()
 	return Analyze(s, &b, s.TakenAt)
 }
+
+// Loopback entries that are a small share of a full table still compete
+// for the missing entries (and are dropped themselves): loopback-tracked
+// fires under pressure, not on a table with room.
+func TestLoopbackTrackedUnderPressure(t *testing.T) {
+	for _, c := range []struct {
+		count int64
+		want  bool
+	}{{262144, true}, {240000, true}, {131072, false}} {
+		s := baseSnapshot()
+		s.Settings.Count = c.count
+		a := NewAccumulator()
+		for i := range 2000 {
+			a.Add(tcpFlow("10.1.0.1", "10.0.0.2", 1024+uint16(i), 443, conntrack.TCPEstablished, 400000))
+		}
+		for i := range 150 {
+			a.Add(tcpFlow("127.0.0.1", "127.0.0.1", 40000+uint16(i), 8081, conntrack.TCPTimeWait, 100))
+		}
+		b := a.Breakdown()
+		r := Analyze(s, &b, time.Now())
+		f := findingOf(r, "loopback-tracked")
+		if (f != nil) != c.want {
+			t.Errorf("count %d of 262144: loopback-tracked %v, want %v", c.count, f != nil, c.want)
+		}
+		if f != nil && (len(f.Changes) != 1 || f.Changes[0].Match == nil || !f.Changes[0].Match.Loopback) {
+			t.Errorf("count %d: changes %+v", c.count, f.Changes)
+		}
+	}
+}

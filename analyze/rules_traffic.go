@@ -107,12 +107,21 @@ func ruleTimeWaitDominant(c *ruleContext) *Finding {
 
 func ruleLoopbackTracked(c *ruleContext) *Finding {
 	b := c.r.Breakdown
-	if b.Total < minEntries || b.Loopback < minEntries || share(b.Loopback, b.Total) < 0.1 {
+	// A full table (or one dropping now) is reason enough: whatever
+	// loopback traffic is tracked competes for the entries that are
+	// missing, and is itself dropped when none is left.
+	dropRate, _ := rate(c.r, "drop")
+	pressure := c.r.Table.Usage >= 0.9 || dropRate > 0
+	if b.Total < minEntries || b.Loopback < minEntries || share(b.Loopback, b.Total) < 0.1 && !pressure {
 		return nil
 	}
 	sev := Info
 	if c.r.Table.Usage >= 0.5 || share(b.Loopback, b.Total) >= 0.5 {
 		sev = Warning
+	}
+	summary := fmt.Sprintf("%s of entries are loopback connections (%d) that need no tracking", pct(share(b.Loopback, b.Total)), b.Loopback)
+	if share(b.Loopback, b.Total) < 0.1 {
+		summary = fmt.Sprintf("%d loopback connections compete for a table that is %s full; they need no tracking", b.Loopback, pct(c.r.Table.Usage))
 	}
 	var svc []map[string]any
 	for _, s := range b.TopServices {
@@ -121,7 +130,7 @@ func ruleLoopbackTracked(c *ruleContext) *Finding {
 		}
 	}
 	return &Finding{ID: "loopback-tracked", Severity: sev,
-		Summary:  fmt.Sprintf("%s of entries are loopback connections (%d) that need no tracking", pct(share(b.Loopback, b.Total)), b.Loopback),
+		Summary:  summary,
 		Evidence: map[string]any{"loopback": b.Loopback, "total": b.Total, "share": round3(share(b.Loopback, b.Total)), "services": svc},
 		Explanation: "Connections on the loopback interface (nginx to an upstream on the same host, a local database, " +
 			"health checks) never cross a firewall or NAT, yet each one takes a table entry — often half the table on a web " +

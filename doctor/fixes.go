@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
@@ -99,11 +100,11 @@ func applyPlanFixes(r *analyze.Report, p *tune.Plan) {
 			continue
 		}
 		var lines []string
-		for _, s := range p.Steps {
+		for i, s := range append(slices.Clone(p.Steps), p.GlobalSteps...) {
 			if !stepMakes(s, f) {
 				continue
 			}
-			if s.Scope == tune.ScopeGlobal && !p.Global {
+			if i >= len(p.Steps) {
 				lines = append(lines, "# on the host itself (a global setting, read-only in this namespace): "+s.Title)
 			} else {
 				lines = append(lines, "# "+s.Title)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
@@ -35,20 +36,21 @@ func PlanText(w io.Writer, p *tune.Plan, o TextOptions) error {
 		ns = "init"
 	}
 	t.tokens("", "", []string{pt.bold("ctdoctor plan"), "·", p.Host.Hostname, "·", "netns " + ns, "·", "plan " + p.ID}, " ")
-	local, global := 0, 0
-	for _, s := range p.Steps {
-		if s.Scope == tune.ScopeGlobal {
-			global++
-		} else {
-			local++
-		}
-	}
+	local, global := len(p.Steps), len(p.GlobalSteps)
 	t.blank()
 	switch {
 	case p.Empty():
 		t.para("", "", pt.sev(analyze.Healthy, "Nothing to do.")+" The findings propose no change that is not already in place.", plain)
 	case p.Global:
-		t.para("", "", fmt.Sprintf("%d steps (%d for the whole host).", len(p.Steps), global), plain)
+		g := 0
+		for _, s := range p.Steps {
+			if s.Scope == tune.ScopeGlobal {
+				g++
+			}
+		}
+		t.para("", "", fmt.Sprintf("%d steps (%d for the whole host).", len(p.Steps), g), plain)
+	case len(p.Steps) == 0:
+		t.para("", "", fmt.Sprintf("Nothing to do in this namespace; %d steps for the whole host, listed apart: run them on the host itself, or plan with --global.", global), plain)
 	default:
 		t.para("", "", fmt.Sprintf("%d steps in this namespace; %d more for the whole host, listed apart: apply applies them only with --global, from the initial namespace.", local, global), plain)
 	}
@@ -91,17 +93,13 @@ func PlanText(w io.Writer, p *tune.Plan, o TextOptions) error {
 		t.b.WriteString(strings.Replace(sub.b.String(), "    fix      ", "   run       ", 1))
 	}
 	for _, s := range p.Steps {
-		if p.Global || s.Scope != tune.ScopeGlobal {
-			step(s)
-		}
+		step(s)
 	}
-	if !p.Global && global > 0 {
+	if global > 0 {
 		t.blank()
-		t.para("", "", pt.bold("For the whole host")+" (run on the host itself: these settings are read-only inside a namespace; ctdoctor plan --global includes them)", plain)
-		for _, s := range p.Steps {
-			if s.Scope == tune.ScopeGlobal {
-				step(s)
-			}
+		t.para("", "", pt.bold("For the whole host")+" (not applied with this plan: these settings are read-only inside a namespace; run the commands on the host itself, or plan with --global)", plain)
+		for _, s := range p.GlobalSteps {
+			step(s)
 		}
 	}
 	if len(p.Skipped) > 0 {
@@ -151,9 +149,9 @@ func PlanScript(w io.Writer, p *tune.Plan) error {
 		return err
 	}
 	b.WriteString("set -eu\n")
-	for i, s := range p.Steps {
+	for i, s := range append(slices.Clone(p.Steps), p.GlobalSteps...) {
 		b.WriteString("\n")
-		skip := s.Scope == tune.ScopeGlobal && !p.Global
+		skip := i >= len(p.Steps)
 		comment(&b, fmt.Sprintf("Step %d [%s]: %s", i+1, s.Finding, s.Title))
 		if s.Reason != "" {
 			comment(&b, "Why: "+s.Reason)

@@ -154,7 +154,13 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 	if err != nil {
 		return nil, err
 	}
-	p.Steps = append(notrack, steps...)
+	for _, st := range append(notrack, steps...) {
+		if st.Scope == ScopeGlobal && !p.Global {
+			p.GlobalSteps = append(p.GlobalSteps, st)
+		} else {
+			p.Steps = append(p.Steps, st)
+		}
+	}
 	p.Skipped = append(p.Skipped, skipped...)
 	if p.Steps == nil {
 		p.Steps = []Step{}
@@ -162,8 +168,8 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 	return p, nil
 }
 
-// Applicable returns the steps apply carries out: all of them when the
-// plan includes global changes, else only those of the namespace.
+// Applicable returns the steps apply carries out: Steps (a plan made
+// without Global holds the whole host's steps apart, in GlobalSteps).
 func (p *Plan) Applicable() []Step {
 	if p.Global {
 		return p.Steps
@@ -171,8 +177,9 @@ func (p *Plan) Applicable() []Step {
 	return slices.DeleteFunc(slices.Clone(p.Steps), func(s Step) bool { return s.Scope == ScopeGlobal })
 }
 
-// Empty reports whether the plan has nothing to do.
-func (p *Plan) Empty() bool { return len(p.Steps) == 0 }
+// Empty reports whether the plan has nothing to do, here or for the
+// whole host.
+func (p *Plan) Empty() bool { return len(p.Steps) == 0 && len(p.GlobalSteps) == 0 }
 
 func describeMatch(m analyze.TrafficMatch) string {
 	if m.Loopback {

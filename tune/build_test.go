@@ -54,7 +54,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("NOTRACK must come first: %q", titles(p.Steps))
 	}
 	var maxes []string
-	for _, s := range p.Steps {
+	for _, s := range append(p.Steps, p.GlobalSteps...) {
 		if s.Key == "net.netfilter.nf_conntrack_max" {
 			maxes = append(maxes, s.Proposed)
 		}
@@ -62,10 +62,13 @@ func TestBuild(t *testing.T) {
 	if len(maxes) != 1 || maxes[0] != "262144" {
 		t.Errorf("one max, the first finding's: %q", maxes)
 	}
-	for _, s := range p.Applicable() {
+	for _, s := range p.Steps {
 		if s.Scope == ScopeGlobal {
-			t.Errorf("a namespace plan without --global applies a global step: %s", s.Title)
+			t.Errorf("a namespace plan without --global holds a global step among those apply makes: %s", s.Title)
 		}
+	}
+	if len(p.GlobalSteps) == 0 {
+		t.Errorf("the global steps are not listed apart")
 	}
 	if len(p.Applicable()) != 2 { // notrack + time_wait
 		t.Errorf("applicable: %q", titles(p.Applicable()))

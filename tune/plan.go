@@ -22,6 +22,10 @@ type Plan struct {
 	// will be applied); per-namespace plans list them apart otherwise.
 	Global bool   `json:"global"`
 	Steps  []Step `json:"steps"`
+	// GlobalSteps are the steps for the whole host that a plan made
+	// without Global lists apart and apply does not carry out (run them on
+	// the host itself, or plan again with --global).
+	GlobalSteps []Step `json:"global_steps,omitempty"`
 	// Skipped are changes the planner considered and will not make, each
 	// with the reason (NAT on the port, owned by kube-proxy, already done…).
 	Skipped []Skipped `json:"skipped,omitempty"`
