@@ -720,15 +720,12 @@ func (d *deriver) describe(dur time.Duration) string {
 		"Each workload's rate is Little's law, entries = new connections per second × seconds each entry stays in the table:",
 	}
 	for _, n := range d.notes {
-		lines = append(lines, "- "+n+".")
+		lines = append(lines, n+".")
 	}
-	if len(d.limits) > 0 {
-		lines = append(lines, "Limits:")
-		for _, l := range d.limits {
-			lines = append(lines, "- "+l+".")
-		}
+	for _, l := range d.limits {
+		lines = append(lines, "Note: "+l+".")
 	}
-	lines = append(lines, fmt.Sprintf("The run lasts %s, twice the longest time a churning entry stays in the table plus the opening window, so the last tenth shows the settled count.", dur))
+	lines = append(lines, fmt.Sprintf("The run lasts %s: at least twice the longest time a churning entry stays in the table, plus the opening window, so that its last tenth shows the settled count.", dur))
 	return strings.Join(lines, "\n")
 }
 
