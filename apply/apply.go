@@ -36,7 +36,8 @@ type Options struct {
 	Ask func(question string) (bool, error)
 	// ConfirmWithin, when positive, makes the apply revert by itself at
 	// the end of the window unless confirmed (Confirm, WaitConfirm); a
-	// detached watchdog does it even if this process dies.
+	// detached watchdog does it even if this process dies. The window
+	// starts when the journal is created, before the first change.
 	ConfirmWithin time.Duration
 	// Out receives the diff, the progress and the outcome (nil: discarded).
 	Out io.Writer
