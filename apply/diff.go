@@ -25,6 +25,10 @@ func (c *Checked) WriteDiff(w io.Writer) {
 		fmt.Fprintf(w, ", %d already in place", already)
 	}
 	fmt.Fprintln(w)
+	if n := len(p.GlobalSteps); n > 0 {
+		fmt.Fprintf(w, "(%d %s for the whole host %s listed apart in the plan and not applied: make the plan with --global to include them)\n",
+			n, plural(n, "step", "steps"), plural(n, "is", "are"))
+	}
 	for i, s := range p.Steps {
 		var xs []*checked
 		for _, x := range c.actions {

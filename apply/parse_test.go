@@ -385,3 +385,14 @@ func TestSystemdRunArgv(t *testing.T) {
 		t.Errorf("argv\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestDiffNamesGlobalStepsLeftOut(t *testing.T) {
+	p := validPlan()
+	p.GlobalSteps, p.Steps = p.Steps[1:], p.Steps[:1]
+	c := &Checked{Plan: p, t: &target{name: "netns web1 [1]", live: true}}
+	var b strings.Builder
+	c.WriteDiff(&b)
+	if !strings.Contains(b.String(), "(1 step for the whole host is listed apart in the plan and not applied") {
+		t.Errorf("diff:\n%s", b.String())
+	}
+}
