@@ -36,7 +36,8 @@ ruleset — into one .tar.gz that 'ctdoctor --snapshot FILE' diagnoses offline,
 on any machine and without root. Attach it to a ticket.
 
 --anonymize replaces every IP address (entries, log lines, ruleset) with a
-consistent stand-in and the hostname with a hash: the same address always
+consistent stand-in, the hostname and network namespace names (and their
+/run/netns paths) with hashes: the same address always
 maps to the same stand-in, loopback stays loopback and private stays
 private, so every breakdown and finding comes out the same.
 

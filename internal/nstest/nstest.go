@@ -132,8 +132,17 @@ func (n *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// The thread is not unlocked: it exits with the goroutine, so it
-		// never returns to the pool in the wrong namespace.
+		// The thread goes back to its own namespace afterwards: were it the
+		// process's main thread, Go would park it rather than end it, and a
+		// thread left inside would keep the deleted namespace alive. Only a
+		// thread back home is unlocked; one that could not return exits
+		// with the goroutine.
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open own namespace: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		fd, err := unix.Open(n.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			errc <- fmt.Errorf("open %s: %w", n.Path(), err)
@@ -144,7 +153,11 @@ func (n *NS) Do(fn func() error) error {
 			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
