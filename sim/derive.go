@@ -47,6 +47,9 @@ const (
 	// workload makes by itself.
 	deriveMinOpen      = 10
 	deriveMinOpenShare = 0.01
+	// deriveDropMargin is the demand above the table's room assumed when
+	// the kernel has dropped packets but no drop rate was measured.
+	deriveDropMargin = 0.05
 )
 
 // Addresses of derived workloads whose real peers are not known: the
@@ -514,45 +517,75 @@ func (d *deriver) adjust() {
 		churn += p.rate
 	}
 	drop := ps[conntrack.StatDrop.String()]
-	full := d.rep.Table.Max > 0 && float64(d.rep.Table.Count) >= 0.98*float64(d.rep.Table.Max)
+	tab := d.rep.Table
+	full := tab.Max > 0 && float64(tab.Count) >= 0.98*float64(tab.Max)
+	// At 95% of the max, after a drop, the kernel's garbage collector
+	// evicts closing and unassured entries (no counter shows it), so a
+	// table that drops can read from there up.
+	nearFull := tab.Max > 0 && float64(tab.Count) >= 0.95*float64(tab.Max)
 	switch {
 	case drop > 0 && churn > 0:
-		// The table reached its max: what its churning entries would be
-		// with the room the open ones leave (the reading can show less:
-		// once the kernel has dropped a packet its garbage collector evicts
-		// closing and unassured entries down to 95% of the max, and no
-		// counter shows it) …
-		var held, open float64
-		for _, p := range d.parts {
-			held += churning(p)
-			open += p.open
-		}
-		fill := 1.0
-		if room := float64(d.set[engine.SetMax]) - open; d.set[engine.SetMax] > 0 && held > 0 && room > held {
-			fill = room / held
-		}
-		// … then the demand it refused.
+		// The table reached its max: first what its churning entries
+		// would be with the room the open ones leave, then the demand it
+		// refused.
+		fill := d.fill()
 		extra := drop / float64(1+retries)
 		k := fill * (churn + extra) / churn
-		for _, p := range d.parts {
-			p.rate *= k
-			p.unans *= k
-			p.why += fmt.Sprintf("; × %.3g for the drops", k)
-		}
+		d.scaleChurn(k)
 		filled := " A"
 		if fill > 1 {
 			filled = fmt.Sprintf(" The table reached its max to drop, though the reading shows %s entries (at 95%% of the max, after a drop, the kernel's garbage collector evicts closing and unassured entries, which no counter shows): the churning workloads are scaled by %.3g to fill the %s entries the open ones leave; a",
-				Thousands(d.bd.Total), fill, count(float64(d.set[engine.SetMax])-open))
+				Thousands(d.bd.Total), fill, count(d.room()))
 		}
 		d.limits = append(d.limits, fmt.Sprintf("the kernel dropped %s packets/s for want of room%s, so the counts show what the table admitted, not the demand: the rates are lower bounds.%s connection that never gets an entry loses its first packet and %d retransmissions, so %s ÷ %d = %s connections/s more are added, spread over the workloads by their rates (× %.3g in all). Demand the garbage collector absorbed cannot be seen: the drops predicted are a lower bound too",
 			num(drop), atMax(d.rep, full), filled, retries, num(drop), 1+retries, num(extra), k))
-	case drop > 0:
-	case full && d.rep.Stats.Interval == 0:
-		d.limits = append(d.limits, fmt.Sprintf("the table is at its max (%s entries), so the counts may show what it admitted rather than the demand: the rates are lower bounds, and with one counter sample there is no drop rate to scale them by",
-			Thousands(d.rep.Table.Max)))
+	case nearFull && d.rep.Stats.Drop > 0 && churn > 0:
+		// Drops in the past, none measured now (a burst that is over, or
+		// one counter sample): the demand exceeded the table at times, by
+		// how much the reading cannot tell.
+		k := d.fill() * (1 + deriveDropMargin)
+		d.scaleChurn(k)
+		when := fmt.Sprintf("none in the %s s between the two counter samples", num(d.rep.Stats.Interval))
+		if d.rep.Stats.Interval == 0 {
+			when = "with one counter sample there is no rate"
+		}
+		d.limits = append(d.limits, fmt.Sprintf("the table is at %s of its max (%s entries) and the kernel has dropped %s packets for want of room (%s): the demand exceeded the table at least at times, by how much the reading cannot tell, so the churning workloads are scaled by %.3g, to fill the %s entries the open ones leave and %.0f%% more",
+			percent(tab.Usage), Thousands(tab.Max), Thousands(int64(d.rep.Stats.Drop)), when, k, count(d.room()), deriveDropMargin*100))
 	case full:
-		d.limits = append(d.limits, fmt.Sprintf("the table is at its max (%s entries) but the kernel dropped nothing in %s s: the counts are taken as the demand",
-			Thousands(d.rep.Table.Max), num(d.rep.Stats.Interval)))
+		d.limits = append(d.limits, fmt.Sprintf("the table is at its max (%s entries) but the kernel has dropped nothing: the counts are taken as the demand",
+			Thousands(tab.Max)))
+	}
+}
+
+// room is the entries the churning workloads can hold: the max less the
+// open entries.
+func (d *deriver) room() float64 {
+	var open float64
+	for _, p := range d.parts {
+		open += p.open
+	}
+	return float64(d.set[engine.SetMax]) - open
+}
+
+// fill is the factor that makes the churning workloads' entries fill the
+// room (1 if they already do, or the max is unknown).
+func (d *deriver) fill() float64 {
+	var held float64
+	for _, p := range d.parts {
+		held += churning(p)
+	}
+	if room := d.room(); d.set[engine.SetMax] > 0 && held > 0 && room > held {
+		return room / held
+	}
+	return 1
+}
+
+// scaleChurn multiplies the churning workloads' rates.
+func (d *deriver) scaleChurn(k float64) {
+	for _, p := range d.parts {
+		p.rate *= k
+		p.unans *= k
+		p.why += fmt.Sprintf("; × %.3g for the drops", k)
 	}
 }
 

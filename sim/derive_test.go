@@ -188,14 +188,23 @@ func TestDeriveLowerBounds(t *testing.T) {
 	if w := workloadByName(sc, "tcp-8080-lo"); w == nil || math.Abs(w.Rate.Value-480.5) > 0.05 || !strings.Contains(sc.Description, "garbage collector") {
 		t.Errorf("at 95%%: %+v, want rate 480.5 and the reason in:\n%s", w, sc.Description)
 	}
-	// With one counter sample a full table can only be named.
+	// A full table whose kernel has dropped nothing: the counts are the demand.
 	rep.Stats = analyze.StatsInfo{Available: true}
 	sc, err = Derive(snap, rep, bd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := workloadByName(sc, "tcp-8080-lo"); w.Rate.Value != 470 || !strings.Contains(sc.Description, "no drop rate to scale them by") {
+	if w := workloadByName(sc, "tcp-8080-lo"); w.Rate.Value != 470 || !strings.Contains(sc.Description, "has dropped nothing") {
 		t.Errorf("rate %v, want 470 unscaled, and the description to say why:\n%s", w.Rate.Value, sc.Description)
+	}
+	// Drops in the past and no rate now (one sample, or a burst that is
+	// over): the room, and 5% more.
+	rep.Stats = analyze.StatsInfo{Available: true, Drop: 500}
+	if sc, err = Derive(snap, rep, bd); err != nil {
+		t.Fatal(err)
+	}
+	if w := workloadByName(sc, "tcp-8080-lo"); math.Abs(w.Rate.Value-470*1.05) > 0.05 || !strings.Contains(sc.Description, "has dropped 500 packets") {
+		t.Errorf("rate %v, want 470 × 1.05, and the description to say why:\n%s", w.Rate.Value, sc.Description)
 	}
 }
 
