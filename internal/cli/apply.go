@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctdoctor/ctdoctor/apply"
+	"github.com/ctdoctor/ctdoctor/tune"
 )
 
 type applyOptions struct {
@@ -27,6 +28,7 @@ type applyOptions struct {
 	confirm       string
 	lockWait      time.Duration
 	watchdogMode  string
+	netns         string
 }
 
 func (o *applyOptions) bindState(c *cobra.Command) {
@@ -38,9 +40,11 @@ func (o *applyOptions) bindState(c *cobra.Command) {
 func newApplyCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &applyOptions{}
 	c := &cobra.Command{
-		Use:   "apply PLAN.json",
+		Use:   "apply [PLAN.json]",
 		Short: "Apply a plan (ctdoctor plan -o json) safely: diff, journal, verify, undo on failure",
-		Long: `apply carries out a plan made by 'ctdoctor plan -o json' on this host.
+		Long: `apply carries out a plan made by 'ctdoctor plan -o json' on this host;
+with --netns and no plan file it plans afresh for that namespace, exactly
+as 'ctdoctor plan --netns' would, and applies that.
 
 It first checks everything and changes nothing if a check fails: the plan
 must be for this host (hostname, boot, network namespace), every value must
@@ -62,7 +66,8 @@ SSH session dies. Use it whenever a change could cut you off.`,
   ctdoctor apply plan.json --dry-run             # the diff and exactly what would run
   ctdoctor apply plan.json --confirm-within 2m   # revert unless confirmed in 2 minutes
   ctdoctor apply --confirm 20260310-140203-3fa2  # keep it (from another shell)
-  ctdoctor apply plan.json --yes --global        # scripts: no question; include global steps`,
+  ctdoctor apply plan.json --yes --global        # scripts: no question; include global steps
+  ctdoctor apply --netns web1 --dry-run          # plan afresh and show what would run`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runApply(cmd.Context(), o, args, stdout, stderr)
@@ -71,6 +76,7 @@ SSH session dies. Use it whenever a change could cut you off.`,
 	f := c.Flags()
 	f.StringVar(&o.root, "root", "/", "apply the global steps under this root `DIR` instead of / (a fake root for tests)")
 	f.BoolVar(&o.global, "global", false, "also apply the plan's global steps (settings of the whole host)")
+	f.StringVar(&o.netns, "netns", "", "with no plan file: plan afresh for this network namespace (a `NAME`, path or PID) and apply that")
 	f.BoolVar(&o.dryRun, "dry-run", false, "check and print the diff and exactly what would run; change nothing")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask (for scripts)")
 	f.DurationVar(&o.confirmWithin, "confirm-within", 0, "revert by itself after this `DURATION` unless confirmed (e.g. 2m)")
@@ -106,21 +112,43 @@ func runApply(ctx context.Context, o *applyOptions, args []string, stdout, stder
 		}
 		return nil
 	}
-	if len(args) != 1 {
-		return &exitError{code: 2, err: errors.New("give the plan file (ctdoctor plan -o json > plan.json), or - for standard input")}
-	}
 	if o.confirmWithin < 0 || (o.confirmWithin > 0 && o.confirmWithin < time.Second) {
 		return &exitError{code: 2, err: fmt.Errorf("--confirm-within %v: give at least 1s", o.confirmWithin)}
 	}
-	p, err := apply.ReadPlanFile(args[0])
+	var p *tune.Plan
+	var err error
+	if len(args) == 1 {
+		if o.netns != "" {
+			return &exitError{code: 2, err: errors.New("--netns plans afresh: give it or a plan file, not both (the plan file names its namespace)")}
+		}
+		p, err = apply.ReadPlanFile(args[0])
+	} else {
+		// No plan file: plan afresh for the namespace, exactly as ctdoctor
+		// plan would, and apply that (the diff is shown first all the same).
+		if o.netns == "" {
+			return &exitError{code: 2, err: errors.New("give the plan file (ctdoctor plan -o json > plan.json; - for standard input), or --netns NAME to plan afresh for a namespace")}
+		}
+		if o.root != "/" && o.root != "" {
+			return &exitError{code: 2, err: errors.New("--root needs a plan file (ctdoctor plan --root DIR -o json)")}
+		}
+		p, err = makePlan(ctx, &planOptions{netns: o.netns, global: o.global, noPredict: true, interval: time.Second}, stderr)
+		if err == nil && p.Empty() {
+			fmt.Fprintln(stdout, "Nothing to do: the findings propose no change that is not already in place.")
+			return nil
+		}
+	}
 	if err != nil {
 		return err
 	}
+	args = append(args, "")
 	// A signal (Ctrl-C, the SSH session closing) stops the apply between
 	// two actions and undoes what was done, instead of killing it halfway.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	interactive := args[0] != "-" && isTerminal(os.Stdin) && isTerminal(stdout)
+	if len(args) > 1 { // planned afresh
+		interactive = isTerminal(os.Stdin) && isTerminal(stdout)
+	}
 	lines := make(chan string)
 	if interactive {
 		go func() {

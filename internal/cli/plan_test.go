@@ -139,3 +139,32 @@ func TestPlanUsage(t *testing.T) {
 		}
 	}
 }
+
+// apply with no plan file plans afresh and applies; rollback restores the
+// namespace's ruleset byte for byte.
+func TestApplyAfresh(t *testing.T) {
+	ns := nstest.New(t, "nft", "conntrack", "nginx", "curl", "wrk")
+	ns.Nft(nstest.DemoRuleset)
+	ns.StartNginx()
+	ns.Run("wrk", "-t", "1", "-c", "8", "-d", "2s", "-H", "Connection: close", "http://127.0.0.1/")
+	before := ns.Run("nft", "list", "ruleset")
+	state := t.TempDir()
+	out := run(t, "apply", "--netns", ns.Name, "--yes", "--state-dir", state)
+	if !strings.Contains(out, "Applied and verified") {
+		t.Fatalf("apply output:\n%s", out)
+	}
+	ns.CurlOK(3, "after apply")
+	ns.Run("conntrack", "-F")
+	ns.CurlOK(3, "after flush")
+	if n := ns.LoopbackEntries(80, 8081); n != 0 {
+		t.Errorf("%d loopback entries after apply, want 0", n)
+	}
+	if out := run(t, "apply", "--netns", ns.Name, "--yes", "--state-dir", state); !strings.Contains(out, "Nothing to do") {
+		t.Errorf("second apply:\n%s", out)
+	}
+	run(t, "rollback", "--state-dir", state)
+	if got := ns.Run("nft", "list", "ruleset"); got != before {
+		t.Errorf("ruleset after rollback:\n%s\nwant\n%s", got, before)
+	}
+	ns.CurlOK(3, "after rollback")
+}
