@@ -36,7 +36,7 @@ func (f Firewall) PlanNotrack(m analyze.TrafficMatch, _ Target) ([]Step, error) 
 	pre := f.Target.Prefix()
 	var steps []Step
 	for _, s := range rp.Steps {
-		st := Step{Title: s.What, Reason: s.Why, Scope: ScopeNetNS, Key: string(s.Kind) + " ruleset",
+		st := Step{Title: stepTitle(m, s), Reason: s.What + ". " + s.Why, Scope: ScopeNetNS, Key: string(s.Kind) + " ruleset",
 			Current: "tracked", Proposed: "untracked", Notrack: &m,
 			Persist: "not persisted by ctdoctor: add the same rules to the firewall's own configuration (/etc/nftables.conf, iptables-save > /etc/iptables/rules.v4, firewalld) or they are gone at reboot"}
 		switch s.Kind {
@@ -74,6 +74,33 @@ func (f Firewall) PlanNotrack(m analyze.TrafficMatch, _ Target) ([]Step, error) 
 		steps = append(steps, st)
 	}
 	return steps, nil
+}
+
+// stepTitle says in one line what a ruleset step does; the details (which
+// chain, before which handle) go to the step's reason.
+func stepTitle(m analyze.TrafficMatch, s ruleset.Step) string {
+	var chains []string
+	table := false
+	for _, c := range s.Changes {
+		switch c.Action {
+		case "insert-rule":
+			chains = append(chains, strings.TrimSpace(string(c.Family)+" "+c.Table+" "+c.Chain))
+		case "add-table", "add-rule":
+			table = true
+		}
+	}
+	what := describeMatch(m)
+	via := "nft"
+	if s.Kind == ruleset.StepIptables {
+		via = string(s.Backend)
+	}
+	switch {
+	case len(chains) > 0 && table:
+		return fmt.Sprintf("stop tracking %s: accept its untracked packets first (%s), then NOTRACK at raw priority (%s, all or nothing)", what, strings.Join(chains, ", "), via)
+	case len(chains) > 0:
+		return fmt.Sprintf("accept untracked packets of %s first (%s; %s)", what, strings.Join(chains, ", "), via)
+	}
+	return fmt.Sprintf("stop tracking %s: NOTRACK at raw priority (%s)", what, via)
 }
 
 // heredocBody returns the body of "… <<'EOF'\n…\nEOF".
