@@ -38,10 +38,10 @@ const (
 	// tuple's entries are taken to have hit the cap (analyze's
 	// local-ports-exhausted fires from the same share).
 	derivePortsCapped = 0.45
-	// A service gets workloads of its own from this many entries and this
-	// share of the table; smaller ones join the other-* workloads.
-	deriveMinService      = 10
-	deriveMinServiceShare = 0.005
+	// A service gets workloads of its own from this many entries; smaller
+	// ones (a stray entry whose "service" is a client's port) join the
+	// other-* workloads.
+	deriveMinService = 10
 	// Open entries become a workload from this many, or this share of
 	// their part: fewer are connections in flight, which the churning
 	// workload makes by itself.
@@ -52,10 +52,13 @@ const (
 	deriveDropMargin = 0.05
 )
 
-// Addresses of derived workloads whose real peers are not known: the
-// documentation ranges, as in the built-in scenarios.
+// Addresses of derived workloads whose real peers are not known: clients
+// from the benchmarking range 198.18.0.0/15 (RFC 2544; 131,072 addresses,
+// so that even a quarter of a million connections drawn at random seldom
+// meet on one tuple, which would make one entry of two), the server from a
+// documentation range.
 var (
-	deriveClients = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24")}
+	deriveClients = []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")}
 	deriveServer  = []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")}
 	deriveLo      = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	deriveLoNet   = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/24")}
@@ -135,6 +138,7 @@ func Derive(snap *host.Snapshot, rep *analyze.Report, bd *analyze.Breakdown) (*S
 	d := &deriver{snap: snap, rep: rep, bd: bd}
 	d.settings()
 	d.services()
+	d.openPools()
 	d.adjust()
 	sc, err := d.scenario()
 	if err != nil {
@@ -258,12 +262,19 @@ func (d *deriver) services() {
 	b := d.bd
 	var sumTCP, sumTCPTW, sumTCPUnrepl, sumUDP, sumUDPUnrepl, sumLoop float64
 	taken := map[uint16]bool{}
+	// TCP entries without a reply are taken as unanswered SYNs only up to
+	// the table's SYN_SENT count: an entry picked up mid-stream, or loaded
+	// with conntrack -I, is ESTABLISHED without a reply, and counts as open.
+	synShare := 1.0
+	if u := float64(b.Unreplied["tcp"]); u > 0 {
+		synShare = math.Min(1, float64(b.TCPState["SYN_SENT"])/u)
+	}
 	for _, s := range b.TopServices {
 		proto, ok := conntrack.ProtoByName(s.Proto)
 		if !ok || proto != conntrack.TCP && proto != conntrack.UDP {
 			continue // other protocols are named as not modelled, from L4
 		}
-		if s.Count < deriveMinService || float64(s.Count) < deriveMinServiceShare*float64(b.Total) {
+		if s.Count < deriveMinService {
 			continue // a handful of entries: left to the other-* workloads
 		}
 		c, l, tw, u := float64(s.Count), float64(s.Loopback), float64(s.TimeWait), float64(s.Unreplied)
@@ -274,6 +285,9 @@ func (d *deriver) services() {
 			sumUDP, sumUDPUnrepl = sumUDP+c, sumUDPUnrepl+u
 		}
 		taken[s.Port] = true
+		if proto == conntrack.TCP {
+			u *= synShare
+		}
 		d.split(fmt.Sprintf("%s-%d", s.Proto, s.Port), proto, s.Port, c, l, tw, u)
 	}
 	// The services beyond the top list, on a port none of the top ones uses.
@@ -289,7 +303,7 @@ func (d *deriver) services() {
 	}
 	if c := float64(b.L4["tcp"]) - sumTCP; c >= 0.5 {
 		tw := math.Max(0, float64(b.TCPState["TIME_WAIT"])-sumTCPTW)
-		u := math.Max(0, float64(b.Unreplied["tcp"])-sumTCPUnrepl)
+		u := math.Max(0, float64(b.Unreplied["tcp"])-sumTCPUnrepl) * synShare
 		d.split("other-tcp", conntrack.TCP, other, c, take(c), math.Min(tw, c), math.Min(u, c))
 	}
 	if c := float64(b.L4["udp"]) - sumUDP; c >= 0.5 {
@@ -432,6 +446,32 @@ func (d *deriver) addresses(p *part) {
 	default:
 		p.clients, p.servers = deriveClients, deriveServer
 	}
+}
+
+// openPools settles the open connections to simulate: a few in a part
+// are connections in flight, which its churning workload makes by
+// itself; and as the open connections arrive at random moments (Poisson
+// arrivals, like every workload's), their number varies by about its
+// square root, so when that could fill the table on its own they are
+// opened three standard deviations short of the max.
+func (d *deriver) openPools() {
+	var open float64
+	for _, p := range d.parts {
+		if p.open < deriveMinOpen && p.open < deriveMinOpenShare*p.entries {
+			p.open = 0
+		}
+		open += p.open
+	}
+	maxv := float64(d.set[engine.SetMax])
+	if sd := math.Sqrt(open); maxv <= 0 || open+3*sd <= maxv {
+		return
+	}
+	f := math.Max(0, maxv-3*math.Sqrt(open)) / open
+	for _, p := range d.parts {
+		p.open *= f
+	}
+	d.limits = append(d.limits, fmt.Sprintf("the %s open entries nearly fill the table: opened at random moments, their number varies by about its square root (%s), so %s of them are opened, three standard deviations short of the max, lest they fill it on their own",
+		count(open), count(math.Sqrt(open)), count(open*f)))
 }
 
 // adjust turns the counts into rates (Little's law), then adds the demand
@@ -692,9 +732,6 @@ func (d *deriver) scenario() (*Scenario, error) {
 			}
 			sc.Workloads = append(sc.Workloads, cw)
 			d.notes = append(d.notes, p.name+": "+p.why)
-		}
-		if p.open < deriveMinOpen && p.open < deriveMinOpenShare*p.entries {
-			p.open = 0
 		}
 		if rate := sig4(p.open / DeriveOpenWindow.Seconds()); p.proto == conntrack.TCP && rate > 0 {
 			ow := w

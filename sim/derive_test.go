@@ -252,6 +252,57 @@ func TestDeriveListingCount(t *testing.T) {
 	}
 }
 
+// TestDeriveOpenPools: open entries that could fill the table by
+// themselves (Poisson arrivals vary by their square root) are opened three
+// standard deviations short of the max; fewer are not touched.
+func TestDeriveOpenPools(t *testing.T) {
+	for _, c := range []struct {
+		max, open int64
+		want      float64
+	}{
+		{262144, 261844, 262144 - 3*math.Sqrt(261844)}, // 260,609
+		{10000, 9700, 9700},                            // 9,700 + 3 × 98.5 fits
+	} {
+		snap := deriveHost()
+		snap.Settings.Max, snap.Settings.Count = c.max, c.max
+		bd := &analyze.Breakdown{Total: c.max, L4: map[string]int64{"tcp": c.max}, Loopback: c.max - c.open,
+			TCPState:    map[string]int64{"TIME_WAIT": c.max - c.open, "ESTABLISHED": c.open},
+			TopServices: []analyze.ServiceCount{{Proto: "tcp", Port: 443, Count: c.open}, {Proto: "tcp", Port: 80, Count: c.max - c.open, Loopback: c.max - c.open, TimeWait: c.max - c.open}}}
+		sc, err := Derive(snap, nil, bd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := workloadByName(sc, "tcp-443-open")
+		if w == nil || math.Abs(w.Rate.Value*DeriveOpenWindow.Seconds()-c.want) > 0.0005*c.want {
+			t.Errorf("max %d, %d open: %+v, want %.0f opened", c.max, c.open, w, c.want)
+		}
+		if deflated := c.want < float64(c.open); deflated != strings.Contains(sc.Description, "three standard deviations short") {
+			t.Errorf("max %d: the description must say so exactly when the open ones are cut:\n%s", c.max, sc.Description)
+		}
+	}
+}
+
+// TestDeriveUnrepliedEstablished: entries without a reply count as
+// unanswered SYNs only up to the SYN_SENT count; the rest (ESTABLISHED
+// entries picked up mid-stream or loaded with conntrack -I) are open.
+func TestDeriveUnrepliedEstablished(t *testing.T) {
+	bd := &analyze.Breakdown{Total: 1000, L4: map[string]int64{"tcp": 1000},
+		TCPState:    map[string]int64{"SYN_SENT": 100, "ESTABLISHED": 900},
+		Unreplied:   map[string]int64{"tcp": 300},
+		TopServices: []analyze.ServiceCount{{Proto: "tcp", Port: 443, Count: 1000, Unreplied: 300}}}
+	sc, err := Derive(deriveHost(), nil, bd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syn, open := workloadByName(sc, "tcp-443"), workloadByName(sc, "tcp-443-open")
+	if syn == nil || math.Abs(syn.Rate.Value-100.0/120) > 1e-3 || syn.Unanswered != 1 {
+		t.Errorf("tcp-443: %+v, want the 100 SYN_SENT ÷ 120 s, all unanswered", syn)
+	}
+	if open == nil || open.Rate.Value != 90 {
+		t.Errorf("tcp-443-open: %+v, want 900 open over 10 s", open)
+	}
+}
+
 func TestDeriveErrors(t *testing.T) {
 	if _, err := Derive(deriveHost(), nil, nil); err == nil || !strings.Contains(err.Error(), "not listed") {
 		t.Errorf("no breakdown: %v", err)
