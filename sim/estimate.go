@@ -10,10 +10,11 @@ import (
 )
 
 // PacketsPerSecond is the simulator's speed the run-time estimate assumes:
-// the packets a run sends through the tracker per second of wall time on
-// the reference machine of docs/benchmarks.md (one core; the 10k
-// connections/s hour runs at ~160 ns a packet, a small table faster).
-const PacketsPerSecond = 5e6
+// packets sent through the tracker per second of one core. The built-in
+// scenarios run at 1.2–4.8 million a second (docs/benchmarks.md: tables
+// at their max, where every new connection runs early drop, are the
+// slowest); 2 million errs towards a longer estimate.
+const PacketsPerSecond = 2e6
 
 // Estimate is what a run of a scenario will cost, worked out from the
 // scenario alone before it runs.
