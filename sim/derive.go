@@ -574,8 +574,8 @@ func (d *deriver) adjust() {
 		d.scaleChurn(k)
 		filled := " A"
 		if fill > 1 {
-			filled = fmt.Sprintf(" The table reached its max to drop, though the reading shows %s entries (at 95%% of the max, after a drop, the kernel's garbage collector evicts closing and unassured entries, which no counter shows): the churning workloads are scaled by %.3g to fill the %s entries the open ones leave; a",
-				Thousands(d.bd.Total), fill, count(d.room()))
+			filled = fmt.Sprintf(" The table reached its max to drop, though the reading shows %s entries (at 95%% of the max, after a drop, the kernel's garbage collector evicts closing and unassured entries, which no counter shows): the churning workloads are scaled by %.3g to fill the %s entries the open ones leave (with three standard deviations of their number to spare); a",
+				Thousands(d.bd.Total), fill, count(d.fillRoom()))
 		}
 		d.limits = append(d.limits, fmt.Sprintf("the kernel dropped %s packets/s for want of room%s, so the counts show what the table admitted, not the demand: the rates are lower bounds.%s connection that never gets an entry loses its first packet and %d retransmissions, so %s ÷ %d = %s connections/s more are added, spread over the workloads by their rates (× %.3g in all). Demand the garbage collector absorbed cannot be seen: the drops predicted are a lower bound too",
 			num(drop), atMax(d.rep, full), filled, retries, num(drop), 1+retries, num(extra), k))
@@ -589,8 +589,8 @@ func (d *deriver) adjust() {
 		if d.rep.Stats.Interval == 0 {
 			when = "with one counter sample there is no rate"
 		}
-		d.limits = append(d.limits, fmt.Sprintf("the table is at %s of its max (%s entries) and the kernel has dropped %s packets for want of room (%s): the demand exceeded the table at least at times, by how much the reading cannot tell, so the churning workloads are scaled by %.3g, to fill the %s entries the open ones leave and %.0f%% more",
-			percent(tab.Usage), Thousands(tab.Max), Thousands(int64(d.rep.Stats.Drop)), when, k, count(d.room()), deriveDropMargin*100))
+		d.limits = append(d.limits, fmt.Sprintf("the table is at %s of its max (%s entries) and the kernel has dropped %s packets for want of room (%s): the demand exceeded the table at least at times, by how much the reading cannot tell, so the churning workloads are scaled by %.3g, to fill the %s entries the open ones leave (with three standard deviations of their number to spare) and %.0f%% more",
+			percent(tab.Usage), Thousands(tab.Max), Thousands(int64(d.rep.Stats.Drop)), when, k, count(d.fillRoom()), deriveDropMargin*100))
 	case full:
 		d.limits = append(d.limits, fmt.Sprintf("the table is at its max (%s entries) but the kernel has dropped nothing: the counts are taken as the demand",
 			Thousands(tab.Max)))
@@ -607,14 +607,28 @@ func (d *deriver) room() float64 {
 	return float64(d.set[engine.SetMax]) - open
 }
 
+// fillRoom is the room the churning workloads are scaled to fill: the
+// max less the open entries, with three standard deviations of their
+// number to spare.
+func (d *deriver) fillRoom() float64 {
+	var open float64
+	for _, p := range d.parts {
+		open += p.open
+	}
+	return d.room() + 3*math.Sqrt(open)
+}
+
 // fill is the factor that makes the churning workloads' entries fill the
-// room (1 if they already do, or the max is unknown).
+// room (1 if they already do, or the max is unknown) — the room even when
+// three standard deviations fewer open connections arrive than expected
+// (their number varies by its square root), so that a table that dropped
+// fills in the simulation too.
 func (d *deriver) fill() float64 {
 	var held float64
 	for _, p := range d.parts {
 		held += churning(p)
 	}
-	if room := d.room(); d.set[engine.SetMax] > 0 && held > 0 && room > held {
+	if room := d.fillRoom(); d.set[engine.SetMax] > 0 && held > 0 && room > held {
 		return room / held
 	}
 	return 1
