@@ -28,8 +28,13 @@ type Estimate struct {
 }
 
 // Wall is the run's expected wall time at [PacketsPerSecond].
+// It saturates at the longest Duration (292 years) rather than wrap.
 func (e Estimate) Wall() time.Duration {
-	return time.Duration(e.Packets / PacketsPerSecond * float64(time.Second))
+	ns := e.Packets / PacketsPerSecond * float64(time.Second)
+	if !(ns < math.MaxInt64) { // NaN too
+		return math.MaxInt64
+	}
+	return time.Duration(ns)
 }
 
 func (e Estimate) String() string {

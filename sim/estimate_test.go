@@ -48,6 +48,15 @@ func TestEstimateArithmetic(t *testing.T) {
 	if w := (Estimate{Packets: 3 * PacketsPerSecond}).Wall(); w != 3*time.Second {
 		t.Errorf("wall %s", w)
 	}
+	// An absurd scenario (a billion connections/s for a year: 1.3e20 ns)
+	// saturates instead of wrapping negative.
+	sc, err = ParseScenario("absurd.yaml", []byte("name: x\nduration: 365d\nworkloads:\n  - {name: a, rate: 1000000000, client: 10.0.0.1, server: 10.0.0.2, server_port: 80}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := sc.Estimate().Wall(); w != math.MaxInt64 {
+		t.Errorf("absurd: wall %d", w)
+	}
 }
 
 // TestEstimateMatchesRun compares the estimate with the packets small runs

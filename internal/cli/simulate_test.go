@@ -801,8 +801,18 @@ workloads:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A billion connections/s for a year: a wall time past what a
+	// Duration holds, which must not wrap into a negative "no wait".
+	absurd := filepath.Join(dir, "absurd.yaml")
+	if err := os.WriteFile(absurd, []byte(`name: absurd
+duration: 365d
+workloads:
+  - {name: api, rate: 1000000000, client: 10.0.0.0/8, server: 10.1.0.1, server_port: 80}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	for _, args := range [][]string{{huge}, {huge, "--compare", "nf_conntrack_max=1000000"}, {"dns-udp", "--duration", "1000d"}} {
+	for _, args := range [][]string{{huge}, {huge, "--compare", "nf_conntrack_max=1000000"}, {"dns-udp", "--duration", "1000d"}, {absurd}} {
 		code, out, errs := simulate(t, args...)
 		// 6 billion connections of 8 packets: 48 billion packets.
 		if code != 2 || out != "" || !strings.Contains(errs, "add --force to run it anyway") {
