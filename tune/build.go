@@ -84,6 +84,10 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 	if t.Legacy {
 		t.Module.BuiltIn = false // ip_conntrack was a module in every distribution kernel
 	}
+	tuned, err := ReadTuned(t.Root)
+	if err != nil {
+		return nil, err
+	}
 	p := &Plan{Schema: PlanSchema, ID: newID(now), CreatedAt: now.UTC(), Global: opt.Global || t.Init,
 		Host: PlanHost{Hostname: snap.Hostname, BootID: readBootID(t.Root), Kernel: snap.Kernel,
 			NetNS: netnsName(snap), NetNSInode: snap.NetNS.Inode, Root: t.Root}}
@@ -136,6 +140,11 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 						Reason: fmt.Sprintf("kube-proxy rewrites it at every start: set %s in kube-proxy's KubeProxyConfiguration (the kube-proxy ConfigMap in kube-system), then restart kube-proxy", field)})
 					continue
 				}
+				skip, note := tuned.Owner(t, c.Setting, c.Proposed)
+				if skip != "" {
+					p.Skipped = append(p.Skipped, Skipped{Finding: f.ID, What: fmt.Sprintf("set %s to %d", c.Setting, c.Proposed), Reason: skip})
+					continue
+				}
 				if c.Setting == "max" && snap.MemBytes > 0 && !opt.Force {
 					if limit := int64(share * float64(snap.MemBytes)); c.CostBytes > limit {
 						p.Skipped = append(p.Skipped, Skipped{Finding: f.ID, What: fmt.Sprintf("raise max to %d", c.Proposed),
@@ -146,7 +155,7 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 					}
 				}
 				settings = append(settings, Setting{Name: c.Setting, Current: c.Current, Proposed: c.Proposed,
-					Finding: f.ID, Evidence: f.Evidence, Reason: c.Reason, CostBytes: c.CostBytes})
+					Finding: f.ID, Evidence: f.Evidence, Reason: withNote(c.Reason, note), CostBytes: c.CostBytes})
 			}
 		}
 	}
