@@ -47,6 +47,9 @@ const (
 	// workload makes by itself.
 	deriveMinOpen      = 10
 	deriveMinOpenShare = 0.01
+	// deriveMaxRate is the highest rate a workload may have (what the
+	// scenario parser accepts).
+	deriveMaxRate = 1e9
 	// deriveDropMargin is the demand above the table's room assumed when
 	// the kernel has dropped packets but no drop rate was measured.
 	deriveDropMargin = 0.05
@@ -197,15 +200,19 @@ func (d *deriver) settings() {
 	if maxv <= 0 && d.rep != nil {
 		maxv = d.rep.Table.Max
 	}
-	if maxv > 0 {
-		d.set[engine.SetMax] = maxv
-	}
 	buckets := s.Buckets
 	if buckets <= 0 {
 		buckets = s.HashSize
 	}
-	if buckets > 0 {
-		d.set[engine.SetBuckets] = buckets
+	for name, v := range map[string]int64{engine.SetMax: maxv, engine.SetBuckets: buckets} {
+		if v <= 0 {
+			continue // unknown: the default
+		}
+		if _, val, err := engine.ParseSetting(fmt.Sprintf("%s=%d", name, v)); err == nil {
+			d.set[name] = val
+		} else {
+			d.limits = append(d.limits, fmt.Sprintf("%s: left at the default", err))
+		}
 	}
 	for _, m := range []map[string]int64{s.Timeouts, s.Switches} {
 		for k, v := range m {
@@ -364,7 +371,12 @@ func sortedKeys(m map[string]int64) []string {
 // l of them on loopback, tw in TIME_WAIT, u without a reply (the states
 // split in proportion).
 func (d *deriver) split(name string, proto conntrack.Proto, port uint16, c, l, tw, u float64) {
-	c, l, tw, u = c*d.scale, l*d.scale, tw*d.scale, u*d.scale
+	// Counts as a snapshot says them, kept consistent: none negative,
+	// no part larger than the whole.
+	c = math.Max(0, c) * d.scale
+	l = math.Min(math.Max(0, l)*d.scale, c)
+	tw = math.Min(math.Max(0, tw)*d.scale, c)
+	u = math.Min(math.Max(0, u)*d.scale, c-tw)
 	if c <= 0 {
 		return
 	}
@@ -527,7 +539,12 @@ func (d *deriver) adjust() {
 	if d.rep == nil {
 		return
 	}
-	ps := d.rep.Stats.PerSecond
+	ps := map[string]float64{}
+	for k, v := range d.rep.Stats.PerSecond {
+		if v > 0 && !math.IsInf(v, 0) { // (NaN is not > 0)
+			ps[k] = v
+		}
+	}
 	// Early drops evicted unassured entries before their timeout: add
 	// their rate to the workloads that make such entries.
 	if ed := ps[conntrack.StatEarlyDrop.String()]; ed > 0 {
@@ -714,7 +731,10 @@ func (d *deriver) scenario() (*Scenario, error) {
 		} else if p.proto == conntrack.TCP {
 			w.RTT = 20 * time.Millisecond
 		}
-		if rate := sig4(p.rate); rate > 0 {
+		if rate := sig4(p.rate); rate > deriveMaxRate || sig4(p.open/DeriveOpenWindow.Seconds()) > deriveMaxRate {
+			return nil, fmt.Errorf("%s: %s new connections per second, more than the simulator takes (%s): these are not a real table's counts",
+				p.name, num(math.Max(rate, p.open/DeriveOpenWindow.Seconds())), fmtRate(deriveMaxRate))
+		} else if rate > 0 {
 			cw := w
 			cw.Rate = Rate{Kind: Constant, Value: rate}
 			switch {

@@ -472,3 +472,49 @@ workloads:
 		t.Errorf("derived scenario settles at %d entries, the table read had %d", again.Steady.Total, res.Final.Total)
 	}
 }
+
+// FuzzDerive: whatever a snapshot archive says (counts negative, huge or
+// inconsistent, odd timeouts, NaN rates), Derive returns an error or a
+// valid scenario whose YAML reads back to it.
+func FuzzDerive(f *testing.F) {
+	f.Add(int64(20100), int64(12000), int64(11880), int64(366), int64(1500), int64(60), int64(65536), int64(60), uint16(8080), 70.0, int64(500))
+	f.Add(int64(1), int64(1), int64(1), int64(0), int64(0), int64(0), int64(1), int64(0), uint16(0), 0.0, int64(0))
+	f.Add(int64(262144), int64(261844), int64(0), int64(261844), int64(0), int64(0), int64(262144), int64(120), uint16(443), 0.0, int64(16))
+	f.Add(int64(1)<<60, int64(1)<<60, int64(1)<<59, int64(0), int64(0), int64(0), int64(1)<<30, int64(120), uint16(80), 0.0, int64(0))
+	f.Add(int64(100), int64(-50), int64(-1), int64(500), int64(-3), int64(7), int64(-1), int64(-5), uint16(53), math.NaN(), int64(-9))
+	f.Add(int64(5000), int64(5000), int64(100), int64(0), int64(0), int64(0), int64(1)<<40, int64(0), uint16(22), math.Inf(1), int64(1))
+	f.Fuzz(deriveOne)
+}
+
+// deriveOne checks one input of FuzzDerive.
+func deriveOne(t *testing.T, total, svc, tw, unrepl, udp, icmp, maxv, twTimeout int64, port uint16, drop float64, dropped int64) {
+	{
+		snap := deriveHost()
+		snap.Settings.Max, snap.Settings.Count = maxv, total
+		snap.Settings.Timeouts = map[string]int64{"tcp_timeout_time_wait": twTimeout}
+		bd := &analyze.Breakdown{Total: total, L4: map[string]int64{"tcp": svc + tw, "udp": udp, "icmp": icmp},
+			TCPState:  map[string]int64{"TIME_WAIT": tw, "SYN_SENT": unrepl, "SYN_RECV": icmp},
+			Unreplied: map[string]int64{"tcp": unrepl, "udp": udp / 2, "icmp": icmp},
+			Loopback:  svc / 3,
+			TopServices: []analyze.ServiceCount{{Proto: "tcp", Port: port, Count: svc, Loopback: svc / 3, TimeWait: tw, Unreplied: unrepl},
+				{Proto: "udp", Port: port, Count: udp, Unreplied: udp / 2}},
+			TopTuples: []analyze.TupleCount{{Src: "127.0.0.1", Dst: "127.0.0.1", Port: port, Count: svc, TimeWait: tw}}}
+		rep := &analyze.Report{Table: analyze.TableInfo{Count: total, Max: maxv},
+			Stats: analyze.StatsInfo{Available: true, Drop: uint64(max(dropped, 0)), Interval: 1,
+				PerSecond: map[string]float64{"drop": drop, "early_drop": drop / 3}}}
+		sc, err := Derive(snap, rep, bd)
+		if err != nil {
+			return
+		}
+		if err := sc.Validate(); err != nil {
+			t.Fatalf("derived scenario does not validate: %v", err)
+		}
+		back, err := ParseScenario("fuzz.yaml", sc.YAML())
+		if err != nil {
+			t.Fatalf("derived YAML does not parse: %v\n%s", err, sc.YAML())
+		}
+		if !reflect.DeepEqual(back, sc) {
+			t.Fatalf("derived YAML reads back differently:\n%s", sc.YAML())
+		}
+	}
+}

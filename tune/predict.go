@@ -15,6 +15,11 @@ import (
 	"github.com/ctdoctor/ctdoctor/sim"
 )
 
+// MaxPredictWall bounds the wall time a prediction may take, as the
+// simulator's estimate (sim.Scenario.Estimate) of one run puts it: the
+// two runs go in parallel.
+const MaxPredictWall = 2 * time.Minute
+
 // Predict checks a plan on the simulator before anyone applies it: it
 // runs the scenario (usually sim.Derive's, from the same reading the plan
 // was made from) twice with the same seed — as it is, the host's current
@@ -33,7 +38,9 @@ import (
 //
 // d is the virtual time simulated; 0 keeps the scenario's own (a derived
 // scenario's lasts twice the longest time its churning entries stay in the
-// table, so both runs settle). The two runs go in parallel.
+// table, so both runs settle). The two runs go in parallel; a scenario the
+// simulator's estimate says would take longer than MaxPredictWall is
+// refused.
 func Predict(ctx context.Context, plan *Plan, sc *sim.Scenario, d time.Duration) (*Prediction, error) {
 	if plan == nil {
 		return nil, errors.New("predict: no plan")
@@ -58,6 +65,10 @@ func Predict(ctx context.Context, plan *Plan, sc *sim.Scenario, d time.Duration)
 	changes, notes := planOnScenario(plan, after)
 	if err := after.Validate(); err != nil {
 		return nil, fmt.Errorf("predict: the plan's settings: %w", err)
+	}
+	if est := before.Estimate(); est.Wall() > MaxPredictWall {
+		return nil, fmt.Errorf("predict: simulating %s of this traffic would take %s (%s); a prediction may take %s: give a shorter duration",
+			before.Duration, est.Wall().Round(time.Second), est, MaxPredictWall)
 	}
 
 	// The two runs in parallel; one failing stops the other.

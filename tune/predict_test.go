@@ -251,6 +251,12 @@ func TestPredictErrors(t *testing.T) {
 	if _, err := Predict(ctx, &Plan{}, bad, 0); err == nil || !strings.Contains(err.Error(), "no workloads") {
 		t.Errorf("invalid scenario: %v", err)
 	}
+	// A day of 100,000 connections a second is far too long to wait for.
+	long := sc.Clone()
+	long.Workloads[0].Rate.Value = 1e5
+	if _, err := Predict(ctx, &Plan{}, long, 24*time.Hour); err == nil || !strings.Contains(err.Error(), "shorter duration") {
+		t.Errorf("a run of hours: %v", err)
+	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := Predict(cancelled, &Plan{}, sc, time.Hour); err == nil {
