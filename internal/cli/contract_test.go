@@ -51,7 +51,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"--top", "x"}, `invalid argument "x" for "--top"`},
 		{[]string{"--interval", "-1s"}, "--interval must not be negative"},
 		{[]string{"--interval", "soon"}, `invalid argument "soon" for "--interval"`},
-		{[]string{"-o", "yaml"}, "-o must be text or json"},
+		{[]string{"-o", "yaml"}, "-o must be text, json or html"},
 		{[]string{"--color", "pink", "--root", fixture}, "--color must be auto, always or never"},
 		// Flags that do not go together.
 		{[]string{"--from", listing, "--root", fixture}, "alternatives"},
@@ -212,7 +212,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"simulate", "syn"}, []string{"syn-flood"}},
 		{[]string{"simulate", "--pcap-hook", ""}, []string{"prerouting", "output"}},
 		{[]string{"simulate", "-o", ""}, []string{"text", "json", "csv"}},
-		{[]string{"-o", ""}, []string{"text", "json"}},
+		{[]string{"-o", ""}, []string{"text", "json", "html"}},
 		{[]string{"--color", ""}, []string{"auto", "always", "never"}},
 		{[]string{"snapshot", "-o", ""}, []string{"tar.gz"}},
 		{[]string{"help", "sn"}, []string{"snapshot"}},

@@ -40,7 +40,7 @@ func (d *doctorOptions) bind(c *cobra.Command) {
 	f.StringVar(&d.from, "from", "", "read entries from `FILE` (- for stdin) instead of the host, in 'conntrack -L', 'conntrack -L -o extended', /proc/net/nf_conntrack or 'conntrack -L -o save' format")
 	f.StringVar(&d.snapshot, "snapshot", "", "diagnose a snapshot taken with 'ctdoctor snapshot' (`FILE`.tar.gz or an extracted directory)")
 	f.StringVar(&d.root, "root", "", "read the host through this root `DIR` (a mounted image or a fake root) instead of /")
-	f.StringVarP(&d.output, "output", "o", "text", "output format: text or json")
+	f.StringVarP(&d.output, "output", "o", "text", "output format: text, json or html (one self-contained page to share: no script, nothing fetched)")
 	f.DurationVar(&d.interval, "interval", time.Second, "time between the two counter samples used for rates (0 = one sample, no rates)")
 	f.BoolVar(&d.noLog, "no-log", false, "do not read the kernel log")
 	f.BoolVar(&d.noList, "no-entries", false, "skip listing the entries (sizing, counters and log only; fast on huge tables)")
@@ -76,8 +76,8 @@ func (d *doctorOptions) validate() error {
 	if d.from != "" && d.noList {
 		return errors.New("--no-entries with --from leaves nothing to analyse: a listing holds only entries")
 	}
-	if d.output != "text" && d.output != "json" {
-		return fmt.Errorf("-o must be text or json, not %q", d.output)
+	if d.output != "text" && d.output != "json" && d.output != "html" {
+		return fmt.Errorf("-o must be text, json or html, not %q", d.output)
 	}
 	if d.interval < 0 {
 		return fmt.Errorf("--interval must not be negative, not %s", d.interval)
@@ -111,8 +111,11 @@ func runDoctor(ctx context.Context, d *doctorOptions, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	if d.output == "json" {
+	switch d.output {
+	case "json":
 		return render.JSON(stdout, rep)
+	case "html":
+		return render.HTML(stdout, rep, render.HTMLOptions{})
 	}
 	return render.Text(stdout, rep, render.TextOptions{Color: color, Width: terminalWidth(stdout), Verbose: d.verbose})
 }

@@ -151,7 +151,7 @@ func TestBadInputs(t *testing.T) {
 	failing(t, []string{"--from", unknown}, "line 1", "not a conntrack entry")
 	failing(t, []string{"--from", filepath.Join(dir, "missing")}, "no such file")
 	failing(t, []string{"--netns", "ctdoctor-no-such-ns"}, `network namespace "ctdoctor-no-such-ns" does not exist`)
-	failing(t, []string{"-o", "yaml"}, "-o must be text or json")
+	failing(t, []string{"-o", "yaml"}, "-o must be text, json or html")
 	failing(t, []string{"--from", unknown, "--netns", "x"}, "--netns applies to the live host only")
 
 	// A truncated listing: the entries before the cut are analysed and the cut is reported.

@@ -92,6 +92,7 @@ errors, 2 on usage errors (a bad flag, argument or flag value).`,
   ctdoctor --netns web1                      # a named netns (/run/netns/web1), a path or a PID
   ctdoctor --all-netns                       # every namespace's count against the global max
   ctdoctor -o json | jq .findings            # the stable JSON report (schema ctdoctor.report/v1)
+  ctdoctor -o html > report.html             # one self-contained page to attach to a ticket
   conntrack -L | ctdoctor --from -           # analyse a listing (conntrack -L, -o extended, /proc, -o save)
   ctdoctor snapshot -o host.tar.gz           # capture this host for offline analysis
   ctdoctor --snapshot host.tar.gz            # the same report, offline`,
@@ -257,7 +258,7 @@ func formatVersion(override string, info *debug.BuildInfo) string {
 func registerDoctorCompletions(c *cobra.Command) {
 	for flag, fn := range map[string]cobra.CompletionFunc{
 		"netns":    completeNetNS,
-		"output":   cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp),
+		"output":   cobra.FixedCompletions([]string{"text", "json", "html"}, cobra.ShellCompDirectiveNoFileComp),
 		"color":    completeColor,
 		"snapshot": cobra.FixedCompletions([]string{"tar.gz", "tgz"}, cobra.ShellCompDirectiveFilterFileExt),
 		"root":     cobra.FixedCompletions(nil, cobra.ShellCompDirectiveFilterDirs),
