@@ -62,13 +62,14 @@ The plan is also run on the simulator: a workload derived from the table
 planned settings, peak use and drops before → after.
 
 -o json is the versioned plan (schema ctdoctor.plan/v1) that 'ctdoctor
-apply' takes; -o sh a shell script to review. A plan made right after an
-apply says there is nothing to do.`,
+apply' takes; -o sh a shell script to review; -o html one self-contained
+page to share. A plan made right after an apply says there is nothing to do.`,
 		Example: `  ctdoctor plan --netns web1                    # what would change, and why
   ctdoctor plan --netns web1 -o json > plan.json
   ctdoctor apply plan.json --confirm-within 2m   # apply it, revert unless confirmed
   ctdoctor plan --global                         # include the whole host's table size
   ctdoctor plan --netns web1 -o sh > fix.sh      # a script to review and run by hand
+  ctdoctor plan --netns web1 -o html > plan.html # a page to attach to a change request
   ctdoctor plan --snapshot host.tar.gz           # offline (no NOTRACK: the ruleset is unknown)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,13 +80,13 @@ apply says there is nothing to do.`,
 	f.StringVar(&o.netns, "netns", "", "plan for this network namespace: a `NAME` from /run/netns, a path, or a PID (default: the caller's)")
 	f.StringVar(&o.root, "root", "", "plan for the host under this root `DIR` (a mounted image or a fake root)")
 	f.StringVar(&o.snapshot, "snapshot", "", "plan from a snapshot taken with 'ctdoctor snapshot' (`FILE`.tar.gz or a directory)")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json (for ctdoctor apply) or sh (a script to review)")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json (for ctdoctor apply), sh (a script to review) or html (a self-contained page)")
 	f.BoolVar(&o.global, "global", false, "include the whole host's settings (table and hash size, /etc files) in a namespace's plan")
 	f.BoolVar(&o.force, "force", false, "plan a table size even when a full table would take more than 10% of RAM")
 	f.BoolVar(&o.noPredict, "no-predict", false, "do not simulate the plan's effect")
 	f.DurationVar(&o.interval, "interval", time.Second, "time between the two counter samples used for rates (0 = one sample)")
 	f.StringVar(&o.color, "color", "auto", "colour: auto, always or never")
-	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"text", "json", "sh"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"text", "json", "sh", "html"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("netns", completeNetNS)
 	return c
 }
@@ -102,8 +103,8 @@ func (o *planOptions) validate() error {
 		return errors.New("--root and --snapshot are alternatives: give one")
 	case n == 1 && o.netns != "":
 		return errors.New("--netns applies to the live host only")
-	case o.output != "text" && o.output != "json" && o.output != "sh":
-		return fmt.Errorf("-o must be text, json or sh, not %q", o.output)
+	case o.output != "text" && o.output != "json" && o.output != "sh" && o.output != "html":
+		return fmt.Errorf("-o must be text, json, sh or html, not %q", o.output)
 	case o.interval < 0:
 		return fmt.Errorf("--interval must not be negative, not %s", o.interval)
 	}
@@ -130,6 +131,8 @@ func runPlan(ctx context.Context, o *planOptions, stdout, stderr io.Writer) erro
 		return render.PlanJSON(stdout, p)
 	case "sh":
 		return render.PlanScript(stdout, p)
+	case "html":
+		return render.PlanHTML(stdout, p, render.HTMLOptions{})
 	}
 	return render.PlanText(stdout, p, render.TextOptions{Color: color, Width: terminalWidth(stdout)})
 }
