@@ -127,7 +127,9 @@ syn_retries.
 --compare runs the scenario twice with the same seed — as it is, and with
 the proposed settings — and prints both summaries and the difference.
 --report diagnoses the table at the end exactly as 'ctdoctor' diagnoses a
-host: the same findings and fixes. --pcap replays a capture instead of a
+host: the same findings and fixes. -o html writes one self-contained page:
+the verdict, the summary and the timeline chart, and the diagnosis with
+--report. --pcap replays a capture instead of a
 scenario.
 
 --from-host, --netns NAME and --snapshot FILE derive the scenario from a
@@ -147,6 +149,7 @@ entries of a live host needs root.`,
   ctdoctor simulate nginx-local-upstream-notrack             # the NOTRACK fix
   ctdoctor simulate my-web.yaml --set nf_conntrack_max=131072 --duration 1h
   ctdoctor simulate daily-curve --svg day.svg                # a chart to attach to a ticket
+  ctdoctor simulate nginx-local-upstream --report -o html > run.html  # chart and diagnosis, one page
   ctdoctor simulate syn-flood -o csv > flood.csv             # the timeline for a spreadsheet
   ctdoctor simulate dns-udp -o json | jq .summary
   ctdoctor simulate --pcap lo.pcap --pcap-hook output --report
@@ -169,7 +172,7 @@ entries of a live host needs root.`,
 	f.StringVar(&o.duration, "duration", "", "simulate this long instead of the scenario's duration (`DURATION` like 90s, 1h, 2d)")
 	f.Uint64Var(&o.seed, "seed", 0, "random seed (arrivals, addresses, hash key): the same seed gives the same run")
 	f.StringVar(&o.compare, "compare", "", "also run with these settings and compare: `NAME=VALUE[,NAME=VALUE]`")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json or csv (the timeline)")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json, csv (the timeline) or html (a page: the chart, and the diagnosis with --report)")
 	f.StringVar(&o.svg, "svg", "", "write an SVG chart of the timeline to `FILE`")
 	f.BoolVar(&o.report, "report", false, "diagnose the table at the end as 'ctdoctor' diagnoses a host (findings and fixes)")
 	f.StringVar(&o.pcap, "pcap", "", "replay a capture (`FILE`: pcap or pcapng, optionally gzipped) instead of a scenario")
@@ -181,7 +184,7 @@ entries of a live host needs root.`,
 	f.BoolVar(&o.force, "force", false, "run even when the estimate says the run takes more than an hour")
 	o.derive.bind(c)
 	_ = c.RegisterFlagCompletionFunc("pcap-hook", cobra.FixedCompletions([]string{"prerouting", "output"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "csv"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json", "csv", "html"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = c.RegisterFlagCompletionFunc("color", completeColor)
 	return c
 }
@@ -206,9 +209,12 @@ func parseSettings(items []string, flag string) (map[string]int64, error) {
 
 func (o *simulateOptions) validate(args []string) error {
 	switch o.output {
-	case "text", "json", "csv":
+	case "text", "json", "csv", "html":
 	default:
-		return fmt.Errorf("-o must be text, json or csv, not %q", o.output)
+		return fmt.Errorf("-o must be text, json, csv or html, not %q", o.output)
+	}
+	if o.output == "html" && (o.compare != "" || o.pcap != "" || o.list || o.print) {
+		return errors.New("-o html is the page of one simulated run: not with --compare, --pcap, --list or --print")
 	}
 	if err := o.derive.validate(o, args); err != nil {
 		return err
@@ -333,6 +339,8 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 		return res.WriteCSV(stdout)
 	case "json":
 		return writeResultJSON(stdout, res, rep)
+	case "html":
+		return writeSimHTML(stdout, res, s.Scenario(), rep)
 	}
 	if err := writeSimText(stdout, res, s.Scenario(), wall, color, width); err != nil {
 		return err

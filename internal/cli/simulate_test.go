@@ -347,7 +347,7 @@ func TestSimulateBadFlags(t *testing.T) {
 		{[]string{"nginx-local-upstream", "--set", "nf_conntrack_max=-1"}, "--set: setting nf_conntrack_max=-1: must be between 1"},
 		{[]string{"nginx-local-upstream", "--compare", "nf_conntrack_tcp_timeout_time_wait=soon"}, `--compare: setting nf_conntrack_tcp_timeout_time_wait: value "soon" is not an integer`},
 		{[]string{"nginx-local-upstream", "--duration", "5"}, `--duration "5": want a positive duration like 90s, 1h or 2d`},
-		{[]string{"nginx-local-upstream", "-o", "xml"}, `-o must be text, json or csv, not "xml"`},
+		{[]string{"nginx-local-upstream", "-o", "xml"}, `-o must be text, json, csv or html, not "xml"`},
 		{[]string{"nginx-local-upstream", "--compare", "nf_conntrack_max=1", "-o", "csv"}, "--compare prints two runs"},
 		{[]string{"no-such-scenario"}, `"no-such-scenario" is neither a scenario file nor a built-in scenario (built-ins: daily-curve`},
 		{[]string{}, "name a scenario"},
