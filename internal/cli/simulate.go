@@ -127,10 +127,9 @@ syn_retries.
 --compare runs the scenario twice with the same seed — as it is, and with
 the proposed settings — and prints both summaries and the difference.
 --report diagnoses the table at the end exactly as 'ctdoctor' diagnoses a
-host: the same findings and fixes. -o html writes one self-contained page:
-the verdict, the summary and the timeline chart, and the diagnosis with
---report. --pcap replays a capture instead of a
-scenario.
+host: the same findings and fixes. --pcap replays a capture instead of a
+scenario. -o html writes one run as a self-contained page: its verdict,
+summary and timeline chart, and with --report the diagnosis below them.
 
 --from-host, --netns NAME and --snapshot FILE derive the scenario from a
 table instead: the host's settings and, per service, the traffic that keeps
