@@ -57,6 +57,9 @@ func (e *Exporter) breakdownLoop(ctx context.Context) {
 // breakdownOnce runs ctdoctor's diagnosis on one namespace and caches its
 // metrics.
 func (e *Exporter) breakdownOnce(ctx context.Context, t *target) {
+	if e.listingHook != nil {
+		e.listingHook()
+	}
 	start := time.Now()
 	var res *doctor.Result
 	err := t.err

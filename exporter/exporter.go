@@ -73,8 +73,10 @@ type Exporter struct {
 	cmu         sync.Mutex
 	inflight    *collection
 	collections atomic.Int64
-	// beforeRead, when set (tests), runs at the start of each collection.
-	beforeRead func()
+	// Test hooks: beforeRead runs at the start of each collection,
+	// joinHook when a scrape joins the collection in flight, listingHook
+	// when a background listing starts.
+	beforeRead, joinHook, listingHook func()
 
 	startOnce sync.Once
 	wg        sync.WaitGroup
@@ -216,6 +218,9 @@ func (e *Exporter) collectShared() []prometheus.Metric {
 	e.cmu.Lock()
 	if c := e.inflight; c != nil {
 		e.cmu.Unlock()
+		if e.joinHook != nil {
+			e.joinHook()
+		}
 		<-c.done
 		return c.metrics
 	}

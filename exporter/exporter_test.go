@@ -1,0 +1,323 @@
+package exporter
+
+import (
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/conntrack"
+	"github.com/ctdoctor/ctdoctor/internal/flowgen"
+	"github.com/ctdoctor/ctdoctor/internal/nstest"
+)
+
+// Bad options are refused with ErrOptions.
+func TestNewRefusesBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{TopServices: -1},
+		{TopServices: MaxTopServices + 1},
+		{BreakdownInterval: 10 * time.Millisecond},
+		{MaxNetNS: -1},
+		{NetNS: []string{""}},
+		{NetNS: []string{"a/b"}},
+	} {
+		if _, err := New(o); !errors.Is(err, ErrOptions) {
+			t.Errorf("New(%+v) = %v, want ErrOptions", o, err)
+		}
+	}
+}
+
+// Scrapes that arrive while a collection runs wait for it and get its
+// metrics: N concurrent scrapes cost one read.
+func TestConcurrentScrapesShareOneCollection(t *testing.T) {
+	e, err := New(Options{BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	joined := make(chan struct{}, n)
+	e.joinHook = func() { joined <- struct{}{} }
+	e.beforeRead = func() {
+		// Hold the first collection until every other scrape has joined it.
+		for i := 0; i < n-1; i++ {
+			select {
+			case <-joined:
+			case <-time.After(10 * time.Second):
+				t.Errorf("only %d scrapes joined the collection in flight", i)
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	results := make([][]prometheus.Metric, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.collectShared()
+		}()
+	}
+	wg.Wait()
+	if got := e.collections.Load(); got != 1 {
+		t.Errorf("%d concurrent scrapes made %d collections, want 1", n, got)
+	}
+	for i := 1; i < n; i++ {
+		if len(results[i]) == 0 || &results[i][0] != &results[0][0] {
+			t.Fatalf("scrape %d did not get the shared result", i)
+		}
+	}
+	// A scrape after it starts a new one.
+	e.beforeRead = nil
+	e.collectShared()
+	if got := e.collections.Load(); got != 2 {
+		t.Errorf("a later scrape made %d collections in all, want 2", got)
+	}
+}
+
+// The scraped metrics follow `conntrack -C` and `conntrack -S` in a
+// namespace under load (bracketed by the two taken before and after the
+// scrape, as the count only grows), and equal them once the load stops;
+// the breakdown then equals `conntrack -L` aggregated.
+func TestMetricsFollowConntrackUnderLoad(t *testing.T) {
+	n := nstest.New(t, "conntrack", "nft")
+	n.Track()
+	flows := filepath.Join(t.TempDir(), "flows.txt")
+	if err := flowgen.WriteFile(flows, 5000, 1); err != nil {
+		t.Fatal(err)
+	}
+	n.LoadFlows(flows)
+	e, err := New(Options{NetNS: []string{n.Name}, BreakdownInterval: time.Second, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, e)
+	stop := make(chan struct{})
+	made := connLoad(t, n, stop)
+	label := "netns=" + n.Name
+	for i := 0; i < 5; i++ {
+		time.Sleep(200 * time.Millisecond)
+		c1, s1 := conntrackC(t, n), conntrackS(t, n)
+		mfs := scrape(t, url)
+		c2, s2 := conntrackC(t, n), conntrackS(t, n)
+		got := int64(mustValue(t, mfs, "ctdoctor_conntrack_entries", label))
+		if got < c1 || got > c2 {
+			t.Errorf("under load: entries %d, conntrack -C %d before and %d after", got, c1, c2)
+		}
+		checkStats(t, mfs, label, s1, s2)
+	}
+	close(stop)
+	if m := <-made; m < 50 {
+		t.Fatalf("the load made only %d connections", m)
+	}
+	c, s := conntrackC(t, n), conntrackS(t, n)
+	mfs := scrape(t, url)
+	if got := int64(mustValue(t, mfs, "ctdoctor_conntrack_entries", label)); got != c {
+		t.Errorf("at rest: entries %d, conntrack -C %d", got, c)
+	}
+	checkStats(t, mfs, label, s, s)
+	max := mustValue(t, mfs, "ctdoctor_conntrack_entries_limit", label)
+	if u := mustValue(t, mfs, "ctdoctor_conntrack_usage_ratio", label); u != float64(c)/max {
+		t.Errorf("usage %v, want %d/%v", u, c, max)
+	}
+	if v := mustValue(t, mfs, "ctdoctor_exporter_up", "collector=table", label); v != 1 {
+		t.Errorf("table up = %v", v)
+	}
+
+	// Wait for a background listing that started after the load stopped.
+	after := float64(time.Now().UnixNano()) / 1e9
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mfs = scrape(t, url)
+		if ts, ok := value(mfs, "ctdoctor_exporter_breakdown_timestamp_seconds", label); ok && ts > after+1.5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no background listing after the load stopped")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	states, protos, services, listed := conntrackL(t, n)
+	if got := int64(mustValue(t, mfs, "ctdoctor_conntrack_listed_entries", label)); got != listed {
+		t.Errorf("listed %d, conntrack -L lists %d", got, listed)
+	}
+	for s := conntrack.TCPState(0); s < conntrack.TCPStateCount; s++ {
+		got := int64(mustValue(t, mfs, "ctdoctor_conntrack_tcp_state_entries", label, "state="+s.String()))
+		if got != states[s.String()] {
+			t.Errorf("TCP state %s: %d, conntrack -L has %d", s, got, states[s.String()])
+		}
+	}
+	for p, want := range protos {
+		if got := int64(mustValue(t, mfs, "ctdoctor_conntrack_protocol_entries", label, "protocol="+p)); got != want {
+			t.Errorf("protocol %s: %d, conntrack -L has %d", p, got, want)
+		}
+	}
+	// The services add up to the listed entries.
+	var sum float64
+	for _, m := range mfs["ctdoctor_conntrack_service_entries"].Metric {
+		sum += m.Gauge.GetValue()
+	}
+	if int64(sum) != listed {
+		t.Errorf("services add up to %v, listed %d", sum, listed)
+	}
+	// Each service's value is its count in conntrack -L; there are
+	// min(K, services) of them and "other".
+	for _, m := range mfs["ctdoctor_conntrack_service_entries"].Metric {
+		svc := m.Label[len(m.Label)-1].GetValue()
+		for _, l := range m.Label {
+			if l.GetName() == "service" {
+				svc = l.GetValue()
+			}
+		}
+		if svc != "other" && int64(m.Gauge.GetValue()) != services[svc] {
+			t.Errorf("service %s: %v, conntrack -L has %d", svc, m.Gauge.GetValue(), services[svc])
+		}
+	}
+	if k, want := len(mfs["ctdoctor_conntrack_service_entries"].Metric), min(DefaultTopServices, len(services))+1; k != want {
+		t.Errorf("%d service series, want %d (top %d of %d services and other)", k, want, DefaultTopServices, len(services))
+	}
+	// Every finding id and severity is present.
+	want := 0
+	for _, s := range analyze.Catalogue() {
+		want += len(s.Severities)
+		for _, sev := range s.Severities {
+			mustValue(t, mfs, "ctdoctor_finding_active", label, "id="+s.ID, "severity="+sev)
+		}
+	}
+	if got := len(mfs["ctdoctor_finding_active"].Metric); got != want {
+		t.Errorf("%d finding series, want %d", got, want)
+	}
+}
+
+// checkStats checks every counter `conntrack -S` shows against the bounds.
+func checkStats(t *testing.T, mfs map[string]*dto.MetricFamily, label string, lo, hi conntrack.Stats) {
+	t.Helper()
+	checked := 0
+	for f := conntrack.StatField(0); f < conntrack.NumStatFields; f++ {
+		if f == conntrack.StatEntries || !lo.Has(f) {
+			continue
+		}
+		name := "ctdoctor_conntrack_stat_" + f.String() + "_total"
+		got := uint64(mustValue(t, mfs, name, label))
+		if got < lo.Values[f] || got > hi.Values[f] {
+			t.Errorf("%s = %d, conntrack -S %d before and %d after", name, got, lo.Values[f], hi.Values[f])
+		}
+		checked++
+	}
+	if checked < 8 {
+		t.Errorf("only %d counters compared", checked)
+	}
+}
+
+// conntrackL aggregates `conntrack -L` as the seeds' awk does: by TCP
+// state and by protocol.
+func conntrackL(t *testing.T, n *nstest.NS) (states, protos, services map[string]int64, total int64) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", n.Name, "conntrack", "-L").Output()
+	if err != nil {
+		t.Fatalf("conntrack -L: %v", err)
+	}
+	states, protos, services = map[string]int64{}, map[string]int64{}, map[string]int64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		total++
+		protos[f[0]]++
+		if f[0] == "tcp" {
+			states[f[3]]++
+		}
+		for _, kv := range f {
+			if port, ok := strings.CutPrefix(kv, "dport="); ok {
+				services[f[0]+"/"+port]++
+				break
+			}
+		}
+	}
+	return states, protos, services, total
+}
+
+// A scrape never waits for the background listing: while one runs (each
+// takes over a second, for the second counter sample), scrapes still
+// answer at once.
+func TestScrapeDoesNotWaitForTheListing(t *testing.T) {
+	n := nstest.New(t, "conntrack", "nft")
+	n.Track()
+	flows := filepath.Join(t.TempDir(), "flows.txt")
+	if err := flowgen.WriteFile(flows, 20000, 2); err != nil {
+		t.Fatal(err)
+	}
+	n.LoadFlows(flows)
+	e, err := New(Options{NetNS: []string{n.Name}, BreakdownInterval: time.Second, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing := make(chan struct{})
+	var once sync.Once
+	e.listingHook = func() { once.Do(func() { close(listing) }) }
+	url := serve(t, e)
+	<-listing
+	var took []time.Duration
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; {
+		t0 := time.Now()
+		scrape(t, url)
+		took = append(took, time.Since(t0))
+		time.Sleep(20 * time.Millisecond)
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	worst := took[len(took)-1]
+	t.Logf("%d scrapes during background listings: median %s, worst %s", len(took), took[len(took)/2], worst)
+	if worst > 300*time.Millisecond {
+		t.Errorf("a scrape took %s while the table was being listed (a listing takes over 1s)", worst)
+	}
+	bd := scrape(t, url)
+	if d := mustValue(t, bd, "ctdoctor_exporter_breakdown_duration_seconds", "netns="+n.Name); d < 1 {
+		t.Errorf("a listing took %vs; this test needs listings longer than the scrapes it makes", d)
+	}
+}
+
+// A namespace that is deleted is _up 0 and the others keep working; one
+// given by name that comes back is read again.
+func TestDeletedNamespaceIsUpZero(t *testing.T) {
+	a := nstest.New(t, "nft")
+	a.Track()
+	nstest.Require(t)
+	gone := "ctdtest-gone-" + a.Name[len("ctdtest-"):]
+	if out, err := exec.Command("ip", "netns", "add", gone).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", gone).Run() })
+	e, err := New(Options{NetNS: []string{a.Name, gone}, BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, e)
+	mfs := scrape(t, url)
+	for _, ns := range []string{a.Name, gone} {
+		if v := mustValue(t, mfs, "ctdoctor_exporter_up", "collector=table", "netns="+ns); v != 1 {
+			t.Errorf("%s: up %v before the delete", ns, v)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "del", gone).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	mfs = scrape(t, url)
+	if v := mustValue(t, mfs, "ctdoctor_exporter_up", "collector=table", "netns="+gone); v != 0 {
+		t.Errorf("deleted namespace: up %v, want 0", v)
+	}
+	if _, ok := value(mfs, "ctdoctor_conntrack_entries", "netns="+gone); ok {
+		t.Error("deleted namespace still has an entries value")
+	}
+	if v := mustValue(t, mfs, "ctdoctor_exporter_up", "collector=table", "netns="+a.Name); v != 1 {
+		t.Errorf("the other namespace: up %v, want 1", v)
+	}
+	mustValue(t, mfs, "ctdoctor_conntrack_entries", "netns="+a.Name)
+}
