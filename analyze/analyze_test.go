@@ -34,18 +34,18 @@ func TestDefaultSizing(t *testing.T) {
 	}
 }
 
-// Seed 004's CentOS 5: ip_conntrack_max 16640 = 8 × 2080 buckets, which
+// The CentOS 5 field report: ip_conntrack_max 16640 = 8 × 2080 buckets, which
 // 2.6.18 picks for 520 MiB (RAM / 16 KiB / 16-byte list heads).
 func TestDefaultSizingLegacy(t *testing.T) {
 	if b, m := DefaultSizing(ParseKernelVersion("2.6.18-164.el5"), 520<<20, true); b != 2080 || m != 16640 {
 		t.Errorf("got %d/%d, want 2080/16640", b, m)
 	}
 	if b, m := DefaultSizing(ParseKernelVersion("2.6.18-164.el5"), 4<<30, true); b != 8192 || m != 65536 {
-		t.Errorf("above 1 GiB: got %d/%d, want 8192/65536 (the 65536 a seed 004 commenter reports)", b, m)
+		t.Errorf("above 1 GiB: got %d/%d, want 8192/65536 (the 65536 a commenter on the CentOS 5 report gives)", b, m)
 	}
 }
 
-// Seed 001's worked example: 262144 × 352 + 65536 × 8 = 92,798,976 bytes,
+// The classic sizing write-up's worked example: 262144 × 352 + 65536 × 8 = 92,798,976 bytes,
 // and 1048576 × 352 + 262144 × 8 = 371,195,904.
 func TestTableMemorySeed001(t *testing.T) {
 	if got := TableMemory(262144, 65536, 352); got != 92798976 {

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// seed004 is var/log/messages from seed 004 (CentOS 5), verbatim.
+// seed004 is var/log/messages from the CentOS 5 field report, verbatim.
 const seed004 = `Nov  8 08:54:58 server kernel: ip_conntrack: table full, dropping packet.
 Nov  8 08:55:03 server kernel: printk: 49 messages suppressed.
 Nov  8 08:55:03 server kernel: ip_conntrack: table full, dropping packet.
@@ -28,7 +28,7 @@ func TestParseKernelLog(t *testing.T) {
 		module      string
 		netns       map[uint64]int
 	}{
-		{name: "seed 004 syslog", in: seed004, year: 2009, events: 2, suppressed: 98,
+		{name: "CentOS 5 syslog", in: seed004, year: 2009, events: 2, suppressed: 98,
 			first: local(2009, 11, 8, 8, 54, 58), last: local(2009, 11, 8, 8, 55, 3), module: "ip_conntrack"},
 		{name: "kmsg 6.18 netns", year: 2025, events: 2, suppressed: 12, module: "nf_conntrack",
 			in: "6,1234,5678901,-;eth0: link up\n" +

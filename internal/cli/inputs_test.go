@@ -24,7 +24,7 @@ func TestFixtureHosts(t *testing.T) {
 	}{
 		{"centos5", map[string]string{"legacy-ip-conntrack": analyze.Warning, "table-full": analyze.Critical},
 			func(t *testing.T, r *analyze.Report) {
-				// seed 004: 36271 entries against ip_conntrack_max 16640, slab objects of 384 bytes.
+				// the CentOS 5 report: 36271 entries against ip_conntrack_max 16640, slab objects of 384 bytes.
 				if r.Table.Count != 36271 || r.Table.Max != 16640 || r.Table.ObjectSize != 384 || !r.Table.Legacy {
 					t.Errorf("table: %+v", r.Table)
 				}

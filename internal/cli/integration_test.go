@@ -65,7 +65,7 @@ func genflows(t *testing.T, n int) string {
 }
 
 // listAggregates computes, from `conntrack -L` text with plain field
-// splitting (the seeds' awk pipelines, not ctdoctor's parser), the counts
+// splitting (the operators' awk pipelines, not ctdoctor's parser), the counts
 // the report must reproduce.
 type listAggregates struct {
 	l4, tcpState, services map[string]int64

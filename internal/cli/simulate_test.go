@@ -101,7 +101,7 @@ func TestSimulateNginxJSON(t *testing.T) {
 		t.Errorf("peak %d (max %d), drop %d", r.Summary.Peak, r.Max, r.Summary.Drop)
 	}
 	if tw := r.Summary.Steady.TCP["TIME_WAIT"]; float64(tw) < 0.85*float64(r.Summary.Steady.Total) {
-		t.Errorf("TIME_WAIT %d of %d: the seeds' case is TIME_WAIT-dominated", tw, r.Summary.Steady.Total)
+		t.Errorf("TIME_WAIT %d of %d: nginx to a local upstream is TIME_WAIT-dominated", tw, r.Summary.Steady.Total)
 	}
 	for i, s := range r.Timeline {
 		if s["total"] > float64(r.Max) {

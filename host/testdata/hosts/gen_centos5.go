@@ -1,7 +1,7 @@
 //go:build ignore
 
 // gen_centos5 writes centos5/proc/net/ip_conntrack.gz: the 36271 entries of
-// seed 004's CentOS 5 web server (2.6.18 ip_conntrack, no layer-3 columns,
+// the CentOS 5 web server of an operator's field report (2.6.18 ip_conntrack, no layer-3 columns,
 // accounting and secmark on as in RHEL 5 kernels), deterministically.
 //
 //	go run gen_centos5.go            # from host/testdata/hosts
@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	entries = 36271 // seed 004: "已经有 36271"
+	entries = 36271 // the count the report gives
 	server  = "203.0.113.10"
 )
 

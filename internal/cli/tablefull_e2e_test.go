@@ -72,7 +72,7 @@ func sysctls(t *testing.T, ns *nstest.NS) string {
 	return strings.Join(keep, "\n")
 }
 
-// The seeds' case, end to end on the kernel: nginx proxying to a local
+// The classic case, end to end on the kernel: nginx proxying to a local
 // upstream on loopback behind a stateful drop-policy ruleset, hit with
 // 'Connection: close' requests, in a namespace whose table holds ASSURED
 // entries up to just under the global max — the kernel drops and logs
@@ -80,7 +80,7 @@ func sysctls(t *testing.T, ns *nstest.NS) string {
 // and a timeout change, predicts drops before and none after; apply
 // --yes; the same load again raises no drop and logs nothing for the
 // namespace; rollback restores the ruleset and every sysctl byte for byte.
-func TestSeedsCaseEndToEnd(t *testing.T) {
+func TestNginxLocalUpstreamEndToEnd(t *testing.T) {
 	if os.Getenv("CTDOCTOR_TABLEFULL_TEST") != "1" {
 		t.Skip("skipped: set CTDOCTOR_TABLEFULL_TEST=1 (fills a test netns to nf_conntrack_max and writes \"table full\" lines to the kernel log)")
 	}
