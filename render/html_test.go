@@ -252,140 +252,154 @@ func TestHTMLCarriesTheJSONReport(t *testing.T) {
 	for _, name := range fixtureHosts(t) {
 		t.Run(name, func(t *testing.T) {
 			rep := fixtureReport(t, name)
-			var js bytes.Buffer
-			if err := JSON(&js, rep); err != nil {
-				t.Fatal(err)
-			}
-			var want jsonReport
-			dec := json.NewDecoder(&js)
-			dec.UseNumber() // counters as written
-			if err := dec.Decode(&want); err != nil {
-				t.Fatal(err)
-			}
 			page := renderHTML(t, rep, HTMLOptions{})
 			checkBalanced(t, page)
 			doc := parseHTML(t, page)
 			checkSelfContained(t, doc)
-			text := pageText(doc)
-			has := func(what, s string) {
-				t.Helper()
-				if !strings.Contains(text, squash(s)) {
-					t.Errorf("%s %q not in the page's text", what, s)
-				}
-			}
-			has("verdict", want.Verdict.Reason)
-			has("verdict level", strings.ToUpper(want.Verdict.Level))
-			if v := findAll(doc, elem("section", "verdict", want.Verdict.Level)); len(v) != 1 {
-				t.Errorf("%d verdict sections of class %s", len(v), want.Verdict.Level)
-			}
-
-			// The table: count and max as text and as machine-readable values.
-			dataValue := func(class string) (string, bool) {
-				d := findAll(doc, elem("data", class))
-				if len(d) == 0 {
-					return "", false
-				}
-				return attr(d[0], "value"), true
-			}
-			if v, ok := dataValue("count"); !ok || v != strconv.FormatInt(want.Table.Count, 10) {
-				t.Errorf("count data value %q (found %v), JSON count %d", v, ok, want.Table.Count)
-			}
-			has("count", thousands(want.Table.Count))
-			if want.Table.Max > 0 {
-				if v, _ := dataValue("max"); v != strconv.FormatInt(want.Table.Max, 10) {
-					t.Errorf("max data value %q, JSON max %d", v, want.Table.Max)
-				}
-				has("max", thousands(want.Table.Max))
-				v, _ := dataValue("usage")
-				if u, err := strconv.ParseFloat(v, 64); err != nil || u != want.Table.Usage {
-					t.Errorf("usage data value %q, JSON usage %v", v, want.Table.Usage)
-				}
-				pct := findAll(doc, elem("span", "pct"))
-				if len(pct) != 1 || rawText(pct[0]) != wantPct(want.Table.Usage) {
-					t.Errorf("usage shown as %v, want %s (usage %v)", pct, wantPct(want.Table.Usage), want.Table.Usage)
-				} else {
-					t.Logf("usage %v shown as %s; count %d of %d", want.Table.Usage, rawText(pct[0]), want.Table.Count, want.Table.Max)
-				}
-			}
-
-			// Counters: name and value, as in .stats.
-			if avail, _ := want.Stats["available"].(bool); avail {
-				got := map[string]string{}
-				for _, c := range findAll(doc, elem("div", "counter")) {
-					names, vals := findAll(c, elem("span", "name")), findAll(c, elem("data", "value"))
-					if len(names) != 1 || len(vals) != 1 {
-						t.Fatalf("a counter without one name and one value")
-					}
-					got[rawText(names[0])] = attr(vals[0], "value")
-					if rawText(vals[0]) != thousands(mustInt(t, attr(vals[0], "value"))) {
-						t.Errorf("counter %s shown as %q, value %s", rawText(names[0]), rawText(vals[0]), attr(vals[0], "value"))
-					}
-				}
-				for _, name := range []string{"drop", "early_drop", "insert_failed", "clash_resolve", "chaintoolong", "invalid"} {
-					if w := fmt.Sprint(want.Stats[name]); got[name] != w {
-						t.Errorf("counter %s = %q, JSON %s", name, got[name], w)
-					}
-				}
-			}
-			if want.Log.TableFullEvents > 0 {
-				has("kernel log events", fmt.Sprintf("%s \"table full, dropping packet\" events (+%d suppressed)", thousands(int64(want.Log.TableFullEvents)), want.Log.Suppressed))
-			}
-
-			// Findings.
-			if len(want.Findings) == 0 {
-				has("no findings", "No findings")
-			}
-			for _, f := range want.Findings {
-				arts := findAll(doc, func(n *html.Node) bool { return elem("article", "finding")(n) && attr(n, "id") == "finding-"+f.ID })
-				if len(arts) != 1 {
-					t.Errorf("finding %s: %d articles", f.ID, len(arts))
-					continue
-				}
-				a := arts[0]
-				if ids := findAll(a, elem("code", "id")); len(ids) != 1 || rawText(ids[0]) != f.ID {
-					t.Errorf("finding %s: id not shown", f.ID)
-				}
-				if !strings.Contains(pageText(a), squash(f.Summary)) || !strings.Contains(pageText(a), strings.ToUpper(f.Severity)) {
-					t.Errorf("finding %s: summary or severity missing", f.ID)
-				}
-				var keys []string
-				for _, dt := range findAll(a, elem("dt")) {
-					keys = append(keys, rawText(dt))
-				}
-				for k := range f.Evidence {
-					if !slices.Contains(keys, k) {
-						t.Errorf("finding %s: evidence %s not shown (shown: %v)", f.ID, k, keys)
-					}
-				}
-				// The fix lines, in order: comments as notes, commands exactly.
-				var got, wantLines []string
-				for n := range a.Descendants() {
-					switch {
-					case elem("pre", "cmd")(n):
-						codes := findAll(n, elem("code"))
-						if len(codes) != 1 {
-							t.Fatalf("finding %s: a command block holds %d <code>", f.ID, len(codes))
-						}
-						got = append(got, "$ "+rawText(codes[0]))
-					case elem("p", "fix-note")(n):
-						got = append(got, "# "+rawText(n))
-					}
-				}
-				for _, fx := range f.Fixes {
-					if strings.HasPrefix(fx, "#") {
-						wantLines = append(wantLines, "# "+strings.TrimSpace(strings.TrimPrefix(fx, "#")))
-						continue
-					}
-					wantLines = append(wantLines, "$ "+fx)
-				}
-				if !slices.Equal(got, wantLines) {
-					t.Errorf("finding %s: fix lines\n got %q\nwant %q", f.ID, got, wantLines)
-				}
-			}
-			for _, w := range want.Warnings {
-				has("warning", w)
-			}
+			checkCarriesJSON(t, rep, doc)
 		})
+	}
+}
+
+// reportJSON is the report as -o json writes it, read back.
+func reportJSON(t *testing.T, rep *analyze.Report) jsonReport {
+	t.Helper()
+	var js bytes.Buffer
+	if err := JSON(&js, rep); err != nil {
+		t.Fatal(err)
+	}
+	var want jsonReport
+	dec := json.NewDecoder(&js)
+	dec.UseNumber() // counters as written
+	if err := dec.Decode(&want); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+// checkCarriesJSON checks that the page (parsed from the file, or from
+// the DOM a browser built) carries what -o json says about rep.
+func checkCarriesJSON(t *testing.T, rep *analyze.Report, doc *html.Node) {
+	t.Helper()
+	want := reportJSON(t, rep)
+	text := pageText(doc)
+	has := func(what, s string) {
+		t.Helper()
+		if !strings.Contains(text, squash(s)) {
+			t.Errorf("%s %q not in the page's text", what, s)
+		}
+	}
+	has("verdict", want.Verdict.Reason)
+	has("verdict level", strings.ToUpper(want.Verdict.Level))
+	if v := findAll(doc, elem("section", "verdict", want.Verdict.Level)); len(v) != 1 {
+		t.Errorf("%d verdict sections of class %s", len(v), want.Verdict.Level)
+	}
+
+	// The table: count and max as text and as machine-readable values.
+	dataValue := func(class string) (string, bool) {
+		d := findAll(doc, elem("data", class))
+		if len(d) == 0 {
+			return "", false
+		}
+		return attr(d[0], "value"), true
+	}
+	if v, ok := dataValue("count"); !ok || v != strconv.FormatInt(want.Table.Count, 10) {
+		t.Errorf("count data value %q (found %v), JSON count %d", v, ok, want.Table.Count)
+	}
+	has("count", thousands(want.Table.Count))
+	if want.Table.Max > 0 {
+		if v, _ := dataValue("max"); v != strconv.FormatInt(want.Table.Max, 10) {
+			t.Errorf("max data value %q, JSON max %d", v, want.Table.Max)
+		}
+		has("max", thousands(want.Table.Max))
+		v, _ := dataValue("usage")
+		if u, err := strconv.ParseFloat(v, 64); err != nil || u != want.Table.Usage {
+			t.Errorf("usage data value %q, JSON usage %v", v, want.Table.Usage)
+		}
+		pct := findAll(doc, elem("span", "pct"))
+		if len(pct) != 1 || rawText(pct[0]) != wantPct(want.Table.Usage) {
+			t.Errorf("usage shown as %v, want %s (usage %v)", pct, wantPct(want.Table.Usage), want.Table.Usage)
+		} else {
+			t.Logf("usage %v shown as %s; count %d of %d", want.Table.Usage, rawText(pct[0]), want.Table.Count, want.Table.Max)
+		}
+	}
+
+	// Counters: name and value, as in .stats.
+	if avail, _ := want.Stats["available"].(bool); avail {
+		got := map[string]string{}
+		for _, c := range findAll(doc, elem("div", "counter")) {
+			names, vals := findAll(c, elem("span", "name")), findAll(c, elem("data", "value"))
+			if len(names) != 1 || len(vals) != 1 {
+				t.Fatalf("a counter without one name and one value")
+			}
+			got[rawText(names[0])] = attr(vals[0], "value")
+			if rawText(vals[0]) != thousands(mustInt(t, attr(vals[0], "value"))) {
+				t.Errorf("counter %s shown as %q, value %s", rawText(names[0]), rawText(vals[0]), attr(vals[0], "value"))
+			}
+		}
+		for _, name := range []string{"drop", "early_drop", "insert_failed", "clash_resolve", "chaintoolong", "invalid"} {
+			if w := fmt.Sprint(want.Stats[name]); got[name] != w {
+				t.Errorf("counter %s = %q, JSON %s", name, got[name], w)
+			}
+		}
+	}
+	if want.Log.TableFullEvents > 0 {
+		has("kernel log events", fmt.Sprintf("%s \"table full, dropping packet\" events (+%d suppressed)", thousands(int64(want.Log.TableFullEvents)), want.Log.Suppressed))
+	}
+
+	// Findings.
+	if len(want.Findings) == 0 {
+		has("no findings", "No findings")
+	}
+	for _, f := range want.Findings {
+		arts := findAll(doc, func(n *html.Node) bool { return elem("article", "finding")(n) && attr(n, "id") == "finding-"+f.ID })
+		if len(arts) != 1 {
+			t.Errorf("finding %s: %d articles", f.ID, len(arts))
+			continue
+		}
+		a := arts[0]
+		if ids := findAll(a, elem("code", "id")); len(ids) != 1 || rawText(ids[0]) != f.ID {
+			t.Errorf("finding %s: id not shown", f.ID)
+		}
+		if !strings.Contains(pageText(a), squash(f.Summary)) || !strings.Contains(pageText(a), strings.ToUpper(f.Severity)) {
+			t.Errorf("finding %s: summary or severity missing", f.ID)
+		}
+		var keys []string
+		for _, dt := range findAll(a, elem("dt")) {
+			keys = append(keys, rawText(dt))
+		}
+		for k := range f.Evidence {
+			if !slices.Contains(keys, k) {
+				t.Errorf("finding %s: evidence %s not shown (shown: %v)", f.ID, k, keys)
+			}
+		}
+		// The fix lines, in order: comments as notes, commands exactly.
+		var got, wantLines []string
+		for n := range a.Descendants() {
+			switch {
+			case elem("pre", "cmd")(n):
+				codes := findAll(n, elem("code"))
+				if len(codes) != 1 {
+					t.Fatalf("finding %s: a command block holds %d <code>", f.ID, len(codes))
+				}
+				got = append(got, "$ "+rawText(codes[0]))
+			case elem("p", "fix-note")(n):
+				got = append(got, "# "+rawText(n))
+			}
+		}
+		for _, fx := range f.Fixes {
+			if strings.HasPrefix(fx, "#") {
+				wantLines = append(wantLines, "# "+strings.TrimSpace(strings.TrimPrefix(fx, "#")))
+				continue
+			}
+			wantLines = append(wantLines, "$ "+fx)
+		}
+		if !slices.Equal(got, wantLines) {
+			t.Errorf("finding %s: fix lines\n got %q\nwant %q", f.ID, got, wantLines)
+		}
+	}
+	for _, w := range want.Warnings {
+		has("warning", w)
 	}
 }
 
