@@ -58,35 +58,25 @@ func TestBenchScrapeLatency250k(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The exporter, its background listings running back to back (1s
-	// interval; each one takes longer than that at this size).
+	// Between listings (the default 30s interval, after the first one).
+	quiet, err := New(Options{NetNS: []string{n.Name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quietURL := serve(t, quiet)
+	waitListed(t, quietURL, n.Name)
+	quietCollect, quietHTTP := measure(t, quiet, quietURL)
+
+	// The worst case: background listings running back to back (1s
+	// interval; each one takes longer than that at this size), so every
+	// scrape competes with a listing for the two cores.
 	e, err := New(Options{NetNS: []string{n.Name}, BreakdownInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	listing := make(chan struct{})
-	var once sync.Once
-	e.listingHook = func() { once.Do(func() { close(listing) }) }
 	url := serve(t, e)
-	<-listing
-	time.Sleep(100 * time.Millisecond)
-	var collect, httpScrape []time.Duration
-	for i := 0; i < 2000; i++ {
-		s := time.Now()
-		e.collectShared()
-		collect = append(collect, time.Since(s))
-	}
-	client := &http.Client{}
-	for i := 0; i < 1000; i++ {
-		s := time.Now()
-		resp, err := client.Get(url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		httpScrape = append(httpScrape, time.Since(s))
-	}
+	waitListed(t, url, n.Name)
+	collect, httpScrape := measure(t, e, url)
 	mfs := scrape(t, url)
 	listed := mustValue(t, mfs, "ctdoctor_conntrack_listed_entries", "netns="+n.Name)
 	took := mustValue(t, mfs, "ctdoctor_exporter_breakdown_duration_seconds", "netns="+n.Name)
@@ -126,16 +116,50 @@ func TestBenchScrapeLatency250k(t *testing.T) {
 	t.Logf("table: %.0f entries listed in the background, each listing %.2fs (listings back to back)", listed, took)
 	t.Logf("%-52s %10s %10s %10s", "what", "p50", "p99", "max")
 	t.Logf("%-52s %10s %10s %10s", "bare read of nf_conntrack_count (thread in the ns)", pct(bare, 50), pct(bare, 99), pct(bare, 100))
-	t.Logf("%-52s %10s %10s %10s", "exporter collection (in process)", pct(collect, 50), pct(collect, 99), pct(collect, 100))
-	t.Logf("%-52s %10s %10s %10s", "GET /metrics, one scraper", pct(httpScrape, 50), pct(httpScrape, 99), pct(httpScrape, 100))
+	t.Logf("%-52s %10s %10s %10s", "exporter collection, between listings", pct(quietCollect, 50), pct(quietCollect, 99), pct(quietCollect, 100))
+	t.Logf("%-52s %10s %10s %10s", "GET /metrics, one scraper, between listings", pct(quietHTTP, 50), pct(quietHTTP, 99), pct(quietHTTP, 100))
+	t.Logf("%-52s %10s %10s %10s", "exporter collection, listings back to back", pct(collect, 50), pct(collect, 99), pct(collect, 100))
+	t.Logf("%-52s %10s %10s %10s", "GET /metrics, one scraper, listings back to back", pct(httpScrape, 50), pct(httpScrape, 99), pct(httpScrape, 100))
 	t.Logf("%-52s %10s %10s %10s", fmt.Sprintf("GET /metrics, 50 scrapers for %ds (%d scrapes)", seconds, len(conc)), pct(conc, 50), pct(conc, 99), pct(conc, 100))
 	t.Logf("failed scrapes: %d; collections: %d; test process VmHWM (peak RSS) %d KiB", failed, e.collections.Load(), rss)
 	if failed > 0 {
 		t.Errorf("%d scrapes failed", failed)
 	}
-	if p := percentile(httpScrape, 99); p > 5*time.Millisecond {
-		t.Logf("note: GET /metrics p99 %s is over the 5 ms budget", p)
+}
+
+// waitListed waits for the first background listing's result.
+func waitListed(t *testing.T, url, netns string) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, ok := value(scrape(t, url), "ctdoctor_conntrack_listed_entries", "netns="+netns); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no background listing within 60s")
+		}
 	}
+}
+
+// measure times 2000 in-process collections and 1000 GET /metrics.
+func measure(t *testing.T, e *Exporter, url string) (collect, get []time.Duration) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		s := time.Now()
+		e.collectShared()
+		collect = append(collect, time.Since(s))
+	}
+	client := &http.Client{}
+	for i := 0; i < 1000; i++ {
+		s := time.Now()
+		resp, err := client.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		get = append(get, time.Since(s))
+	}
+	return collect, get
 }
 
 func envInt(name string, def int) int {

@@ -321,3 +321,45 @@ func TestDeletedNamespaceIsUpZero(t *testing.T) {
 	}
 	mustValue(t, mfs, "ctdoctor_conntrack_entries", "netns="+a.Name)
 }
+
+// With AllNetNS, namespaces are found again as they come and go: one
+// created after the start gets its series, and loses them once deleted.
+func TestAllNetNSDiscovery(t *testing.T) {
+	nstest.Require(t, "nft")
+	e, err := New(Options{AllNetNS: true, DiscoveryInterval: 200 * time.Millisecond, BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, e)
+	if _, ok := value(scrape(t, url), "ctdoctor_exporter_up", "collector=table", "netns=init"); !ok {
+		t.Error("the initial namespace is not watched")
+	}
+	n := nstest.New(t, "nft")
+	n.Track()
+	waitFor := func(present bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			// Once gone, discovery drops the namespace: not even up 0 is left.
+			name := "ctdoctor_conntrack_entries"
+			if !present {
+				name = "ctdoctor_exporter_up"
+			}
+			_, ok := value(scrape(t, url), name, "netns="+n.Name)
+			if ok == present {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("namespace %s: present %v after 10s, want %v", n.Name, ok, present)
+			}
+		}
+	}
+	waitFor(true)
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
+	waitFor(false)
+	// nstest's cleanup deletes it again: recreate the name so that it can.
+	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+}
