@@ -519,7 +519,9 @@ func simulationView(s *HTMLSimulation) (*htmlSim, error) {
 	v := &htmlSim{HTMLSimulation: &c}
 	if s.Chart != nil && len(s.Chart.Times) > 0 {
 		var b bytes.Buffer
-		if err := SVG(&b, *s.Chart, SVGOptions{Subtitle: s.ChartSubtitle}); err != nil {
+		// Smaller than --svg's 960 × 480: its text stays readable when the
+		// page shrinks it to a phone's width.
+		if err := SVG(&b, *s.Chart, SVGOptions{Width: 720, Height: 420, Subtitle: s.ChartSubtitle}); err != nil {
 			return nil, fmt.Errorf("html: %w", err)
 		}
 		// SVG escapes every text it writes (xml.EscapeText): trusted markup.

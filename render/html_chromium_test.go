@@ -172,8 +172,8 @@ func (b *browser) screenshot(t *testing.T, url string, w, h int) (image.Image, [
 // pixels; a frame is the phone's viewport) and, once it has loaded,
 // writes on its own <body> how wide the page's content is (scrollWidth),
 // how wide the frame's viewport is (clientWidth) and which elements
-// stick out of it, other than inside the code blocks that scroll (all
-// of them with wholePre, as on paper, where nothing scrolls).
+// stick out of it, other than inside the code blocks and the chart that
+// scroll (all of them with wholePre, as on paper, where nothing scrolls).
 // The script is the test's: the report has none.
 func inFrame(page []byte, width, height int, wholePre bool) []byte {
 	return []byte(`<!DOCTYPE html><html><head><style>body{margin:0}iframe{border:0;display:block}</style></head><body>` +
@@ -183,7 +183,7 @@ document.getElementById("f").addEventListener("load", function () {
   const d = this.contentDocument, root = d.documentElement, out = [];
   for (const e of d.querySelectorAll("body *")) {
     const r = e.getBoundingClientRect();
-    if (r.right > root.clientWidth + 0.5 && (` + strconv.FormatBool(wholePre) + ` || !e.closest("pre"))) out.push(e.tagName.toLowerCase() + "." + e.className);
+    if (r.right > root.clientWidth + 0.5 && (` + strconv.FormatBool(wholePre) + ` || !e.closest("pre, .chart"))) out.push(e.tagName.toLowerCase() + "." + e.className);
   }
   document.body.setAttribute("data-scroll-width", root.scrollWidth);
   document.body.setAttribute("data-client-width", root.clientWidth);
@@ -352,10 +352,21 @@ func TestHTMLFixturesInChromium(t *testing.T) {
 		}
 	}
 	// The layout report of the text tests (long IPv6 addresses, long
-	// namespace names, long commands) fits a phone too.
-	scroll, client, outside := b.frameWidths(t, renderHTML(t, longReport(t), HTMLOptions{}), 360, false)
-	if scroll > client || outside != "" {
-		t.Errorf("long report at 360 px: %d px wide in %d (sticking out: %q)", scroll, client, outside)
+	// namespace names, long commands), a plan and a simulation with its
+	// chart fit a phone too.
+	var plan bytes.Buffer
+	if err := PlanHTML(&plan, centos5Plan(t), HTMLOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, page := range map[string][]byte{
+		"long report": renderHTML(t, longReport(t), HTMLOptions{}),
+		"plan":        plan.Bytes(),
+		"simulation":  renderHTML(t, sample(), HTMLOptions{Simulation: sampleSimulation()}),
+	} {
+		scroll, client, outside := b.frameWidths(t, page, 360, false)
+		if scroll > client || outside != "" {
+			t.Errorf("%s at 360 px: %d px wide in %d (sticking out: %q)", name, scroll, client, outside)
+		}
 	}
 }
 

@@ -478,11 +478,7 @@ func TestHTMLUnknowns(t *testing.T) {
 // before the diagnosis of the table; without a report the page is the
 // run alone.
 func TestHTMLSimulation(t *testing.T) {
-	sim := &HTMLSimulation{Title: "ctdoctor simulate demo", Level: analyze.Critical, Label: "FULL",
-		Verdict: "table full at 00:01:40, 12 packets dropped", Facts: []string{"peak 10 of 10 at 00:01:40"},
-		Chart: &Chart{Title: "entries", Times: []float64{0, 60, 120}, Series: []Series{{Name: "total", Values: []float64{0, 10, 10}}},
-			Limit: 10, LimitLabel: "nf_conntrack_max 10", Marks: []bool{false, true, true}, MarkLabel: "drops"},
-		ChartSubtitle: "demo · seed 1"}
+	sim := sampleSimulation()
 	page := renderHTML(t, sample(), HTMLOptions{Simulation: sim})
 	checkBalanced(t, page)
 	doc := parseHTML(t, page)
@@ -507,9 +503,17 @@ func TestHTMLSimulation(t *testing.T) {
 	}
 }
 
-// A plan's page shows every step with its exact commands, the global
-// steps apart, what was not planned and the prediction.
-func TestPlanHTML(t *testing.T) {
+func sampleSimulation() *HTMLSimulation {
+	return &HTMLSimulation{Title: "ctdoctor simulate demo", Level: analyze.Critical, Label: "FULL",
+		Verdict: "table full at 00:01:40, 12 packets dropped", Facts: []string{"peak 10 of 10 at 00:01:40"},
+		Chart: &Chart{Title: "entries", Times: []float64{0, 60, 120}, Series: []Series{{Name: "total", Values: []float64{0, 10, 10}}},
+			Limit: 10, LimitLabel: "nf_conntrack_max 10", Marks: []bool{false, true, true}, MarkLabel: "drops"},
+		ChartSubtitle: "demo · seed 1"}
+}
+
+// centos5Plan is the plan for the CentOS 5 test host, with a prediction.
+func centos5Plan(t *testing.T) *tune.Plan {
+	t.Helper()
 	root := filepath.Join("..", "host", "testdata", "hosts", "centos5")
 	in := doctor.Input{Root: root}
 	res, err := doctor.Run(context.Background(), in, doctor.Options{Top: 10})
@@ -520,12 +524,19 @@ func TestPlanHTML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Steps)+len(p.GlobalSteps) == 0 || len(p.Skipped) == 0 {
-		t.Fatalf("the CentOS 5 plan should have steps and a skipped NOTRACK: %+v", p)
-	}
 	p.Prediction = &tune.Prediction{Duration: 600, Verdict: "the change prevents the drops",
 		Before: tune.PredictionState{PeakEntries: 16640, Max: 16640, PeakUsage: 1, Drops: 1234},
 		After:  tune.PredictionState{PeakEntries: 36271, Max: 131072, PeakUsage: 36271.0 / 131072}}
+	return p
+}
+
+// A plan's page shows every step with its exact commands, the global
+// steps apart, what was not planned and the prediction.
+func TestPlanHTML(t *testing.T) {
+	p := centos5Plan(t)
+	if len(p.Steps)+len(p.GlobalSteps) == 0 || len(p.Skipped) == 0 {
+		t.Fatalf("the CentOS 5 plan should have steps and a skipped NOTRACK: %+v", p)
+	}
 	var b bytes.Buffer
 	if err := PlanHTML(&b, p, HTMLOptions{}); err != nil {
 		t.Fatal(err)
