@@ -419,7 +419,7 @@ func (tu *Tuned) Owner(t Target, setting string, proposed int64) (skip, note str
 		return "", ""
 	}
 	if tu.Reapply && !tu.excluded(name) {
-		return "", fmt.Sprintf("tuned profile %s also sets %s=%s in %s ([%s]); tuned writes /etc/sysctl.d back after its own values (reapply_sysctl, on), so the value persisted here wins — %s so the two agree",
+		return "", fmt.Sprintf("tuned profile %s also sets %s=%s in %s ([%s]), but tuned writes /etc/sysctl.d back after its own values (reapply_sysctl is on), so the value persisted here wins; to keep the two the same, %s",
 			o.Profile, o.Key, o.Value, o.File, o.Unit, tu.editHint(o, proposed))
 	}
 	why := "reapply_sysctl is off in " + tunedMainConf

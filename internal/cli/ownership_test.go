@@ -335,6 +335,37 @@ func TestOwnershipCentOS5(t *testing.T) {
 	}
 }
 
+// A host whose active tuned profile (packaged, under /usr/lib/tuned) sets
+// the hash size and nf_conntrack_max: tuned writes the hash size every
+// time it applies the profile, so the plan leaves it to tuned and names
+// the file to create; nf_conntrack_max tuned also sets, but it writes
+// /etc/sysctl.d back afterwards (reapply_sysctl, on by default), so the
+// plan raises it and says so.
+func TestOwnershipTuned(t *testing.T) {
+	root := copyFixture(t, "pre515")
+	writeFiles(t, root, map[string]string{
+		"/etc/tuned/active_profile":                "container-host\n",
+		"/usr/lib/tuned/container-host/tuned.conf": "[main]\nsummary=containers\n\n[net]\nnf_conntrack_hashsize=131072\n\n[sysctl]\nnet.netfilter.nf_conntrack_max=262144\n",
+	})
+	p := planJSON(t, "--root", root, "--no-predict")
+	for _, k := range []string{"/sys/module/nf_conntrack/parameters/hashsize", "/etc/modprobe.d/ctdoctor-conntrack.conf"} {
+		if s := stepByKey(p, k); s != nil {
+			t.Errorf("tuned writes the hash size, yet the plan changes %s", k)
+		}
+	}
+	r := skippedByWhat(p)["set hashsize to 524288"]
+	for _, want := range []string{"tuned owns it", "/usr/lib/tuned/container-host/tuned.conf ([net])",
+		"create /etc/tuned/container-host/tuned.conf with [main] include=container-host and [net] nf_conntrack_hashsize=524288", "tuned-adm profile container-host"} {
+		if !strings.Contains(r, want) {
+			t.Errorf("hash size skipped reason %q lacks %q", r, want)
+		}
+	}
+	mx := stepByKey(p, "net.netfilter.nf_conntrack_max")
+	if mx == nil || mx.Proposed != "524288" || !strings.Contains(mx.Reason, "tuned profile container-host also sets") {
+		t.Errorf("max: %+v", mx)
+	}
+}
+
 // The RHEL layout without its "-i lo -j ACCEPT": new connections to 22,
 // 80 and 8081, everything else rejected — loopback to nginx's upstream is
 // accepted only as a new connection to 8081, so NOTRACK on loopback needs
