@@ -50,7 +50,10 @@ cost, and the exact commands for the kernel and the firewall present.
   namespace, so a namespace's plan lists them apart, and apply makes them
   only with --global.
 - Settings kube-proxy rewrites at every start are not planned: the plan
-  says which KubeProxyConfiguration field to change instead.
+  says which KubeProxyConfiguration field to change instead. Likewise what
+  the active tuned profile writes each time it is applied (its hash size;
+  a sysctl when tuned does not write sysctl.d back afterwards): the plan
+  names the profile file to change.
 - Persistence: one sysctl.d file named to win at boot over any other that
   sets the same keys, the module loaded early (modules-load.d) so its keys
   exist when systemd-sysctl runs, the hash size in modprobe.d (or on the
