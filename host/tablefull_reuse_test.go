@@ -1,14 +1,12 @@
 package host_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -38,16 +36,8 @@ func TestLiveTableFullReusedInode(t *testing.T) {
 		t.Skip("skipped: set CTDOCTOR_TABLEFULL_TEST=1 (fills two test netns to nf_conntrack_max and writes \"table full\" lines to the kernel log)")
 	}
 	nstest.Require(t, "conntrack", "nft", "ping")
-	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
-	if err != nil {
-		t.Skipf("skipped: %v", err)
-	}
-	var max int
-	fmt.Sscan(string(b), &max)
-	if max <= 0 || max > 1<<20 {
-		t.Skipf("skipped: nf_conntrack_max %d is too large to fill in a test", max)
-	}
-	flows := assuredFlows(t, max)
+	max := nstest.GlobalMax(t)
+	flows := nstest.AssuredFlows(t, max)
 	ctx := context.Background()
 
 	a := newNS(t)
@@ -208,26 +198,6 @@ func (n *testNS) run(t *testing.T, argv ...string) string {
 		t.Fatalf("%s in %s: %v: %s", strings.Join(argv, " "), n.name, err, out)
 	}
 	return string(out)
-}
-
-// assuredFlows writes max ASSURED entries (early_drop cannot evict them)
-// in `conntrack -R` format.
-func assuredFlows(t *testing.T, max int) string {
-	file := filepath.Join(t.TempDir(), "assured.txt")
-	fh, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(fh)
-	for i := range max {
-		fmt.Fprintf(w, "-I -t 3600 -u ASSURED -s 10.%d.%d.%d -d 10.200.0.1 -p tcp --sport %d --dport 80 --state ESTABLISHED\n",
-			i>>16&255, i>>8&255, i&255, 1024+i%60000)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	fh.Close()
-	return file
 }
 
 // fillAndDrop fills n's table to the global max and drops pings until the

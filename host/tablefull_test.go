@@ -1,11 +1,9 @@
 package host
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,31 +27,8 @@ func TestLiveTableFull(t *testing.T) {
 	}
 	ns := nstest.New(t, "conntrack", "nft", "ping")
 	ns.Track()
-	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
-	if err != nil {
-		t.Skipf("skipped: %v", err)
-	}
-	var max int
-	fmt.Sscan(string(b), &max)
-	if max <= 0 || max > 1<<20 {
-		t.Skipf("skipped: nf_conntrack_max %d is too large to fill in a test", max)
-	}
-	file := filepath.Join(t.TempDir(), "assured.txt")
-	fh, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(fh)
-	for i := range max {
-		// ASSURED entries: early_drop cannot evict them.
-		fmt.Fprintf(w, "-I -t 3600 -u ASSURED -s 10.%d.%d.%d -d 10.200.0.1 -p tcp --sport %d --dport 80 --state ESTABLISHED\n",
-			i>>16&255, i>>8&255, i&255, 1024+i%60000)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	fh.Close()
-	ns.LoadFlows(file)
+	max := nstest.GlobalMax(t)
+	ns.FillAssured(max)
 
 	// The kernel writes its line through net_ratelimit (10 lines per 5 s,
 	// shared with the rest of the networking stack and with other tests

@@ -7,30 +7,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
 )
 
-// demoRuleset is the firewall of the user who hit the problem: table
-// inet fw, input policy drop, established/related accepted, new
-// connections to 80 and 8081 accepted, loopback NOT accepted as a whole.
-const demoRuleset = `table inet fw {
-	chain input {
-		type filter hook input priority filter; policy drop;
-		ct state established,related accept
-		tcp dport { 80, 8081 } ct state new accept
-	}
-}
-`
-
 // rhelRules is a RHEL-style iptables ruleset (state module, final
-// REJECT), with the local upstream's port opened as in demoRuleset.
+// REJECT), with the local upstream's port opened as in nstest.DemoRuleset.
 const rhelRules = `*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
@@ -42,105 +28,6 @@ const rhelRules = `*filter
 -A INPUT -j REJECT
 COMMIT
 `
-
-// nginxConf proxies 127.0.0.1:80 to an upstream on 127.0.0.1:8081 (a
-// second server block) with a new upstream connection per request, as
-// nginx does without upstream keepalive. One process, no workers.
-const nginxConf = `master_process off;
-daemon off;
-pid DIR/nginx.pid;
-error_log DIR/error.log warn;
-events { worker_connections 256; }
-http {
-	access_log off;
-	client_body_temp_path DIR/body;
-	proxy_temp_path DIR/proxy;
-	fastcgi_temp_path DIR/fastcgi;
-	uwsgi_temp_path DIR/uwsgi;
-	scgi_temp_path DIR/scgi;
-	upstream app { server 127.0.0.1:8081; }
-	server { listen 127.0.0.1:80; location / { proxy_pass http://app; } }
-	server { listen 127.0.0.1:8081; location / { return 200 "upstream\n"; } }
-}
-`
-
-// startNginx runs nginx in the namespace until the test ends.
-func startNginx(t *testing.T, ns *nstest.NS) {
-	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(nginxConf, "DIR", dir)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // the one process this test started
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %v: %s %s", err, out.String(), log)
-		default:
-		}
-		if code := curl(t, ns, 2); code == "200" {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("nginx did not answer 200 within 10 s")
-}
-
-// curl fetches http://127.0.0.1/ in the namespace and returns the status
-// code ("000" when the connection failed or timed out).
-func curl(t *testing.T, ns *nstest.NS, timeout int) string {
-	t.Helper()
-	out, _ := ns.Output("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", strconv.Itoa(timeout), "http://127.0.0.1/")
-	return strings.TrimSpace(out)
-}
-
-// curlOK asserts that n requests in a row answer 200.
-func curlOK(t *testing.T, ns *nstest.NS, n int, when string) {
-	t.Helper()
-	for i := range n {
-		if code := curl(t, ns, 5); code != "200" {
-			t.Fatalf("%s: request %d of %d: HTTP %s, want 200", when, i+1, n, code)
-		}
-	}
-}
-
-// loopbackEntries counts the namespace's conntrack entries between
-// loopback addresses on the given ports (all ports when none).
-func loopbackEntries(t *testing.T, ns *nstest.NS, ports ...int) int {
-	t.Helper()
-	out := ns.Run("conntrack", "-L")
-	n := 0
-	for line := range strings.SplitSeq(out, "\n") {
-		if !strings.Contains(line, "src=127.0.0.1 dst=127.0.0.1") {
-			continue
-		}
-		if len(ports) == 0 {
-			n++
-			continue
-		}
-		for _, p := range ports {
-			if strings.Contains(line, fmt.Sprintf(" dport=%d ", p)) {
-				n++
-				break
-			}
-		}
-	}
-	return n
-}
 
 // runPrinted runs commands exactly as printed, each with sh -c on the host.
 func runPrinted(t *testing.T, cmds []string) {
@@ -200,10 +87,10 @@ func nftHandle(t *testing.T, ns *nstest.NS, chain, substr string) string {
 // of loopback, and their undo restores the ruleset byte for byte.
 func TestKernelDemoLoopback(t *testing.T) {
 	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
-	ns.Nft(demoRuleset)
-	startNginx(t, ns)
-	curlOK(t, ns, 3, "before the change")
-	if n := loopbackEntries(t, ns); n == 0 {
+	ns.Nft(nstest.DemoRuleset)
+	ns.StartNginx()
+	ns.CurlOK(3, "before the change")
+	if n := ns.LoopbackEntries(); n == 0 {
 		t.Fatal("before the change: no loopback entries; the test does not exercise tracking")
 	}
 	before := ns.Run("nft", "list", "ruleset")
@@ -234,8 +121,8 @@ func TestKernelDemoLoopback(t *testing.T) {
 
 	ns.Run("conntrack", "-F")
 	runPrinted(t, p.Commands())
-	curlOK(t, ns, 10, "after the plan")
-	if n := loopbackEntries(t, ns); n != 0 {
+	ns.CurlOK(10, "after the plan")
+	if n := ns.LoopbackEntries(); n != 0 {
 		t.Errorf("after the plan: %d loopback entries, want 0 (tracking of lo should have ended)\n%s", n, ns.Run("conntrack", "-L"))
 	}
 	if _, again := readPlan(t, ns, Loopback()); !again.Empty() {
@@ -246,8 +133,8 @@ func TestKernelDemoLoopback(t *testing.T) {
 	if after := ns.Run("nft", "list", "ruleset"); after != before {
 		t.Errorf("undo did not restore the ruleset:\n--- before\n%s\n--- after\n%s", before, after)
 	}
-	curlOK(t, ns, 2, "after undo")
-	if n := loopbackEntries(t, ns); n == 0 {
+	ns.CurlOK(2, "after undo")
+	if n := ns.LoopbackEntries(); n == 0 {
 		t.Error("after undo: no loopback entries; tracking should have resumed")
 	}
 }
@@ -257,8 +144,8 @@ func TestKernelDemoLoopback(t *testing.T) {
 // does not.
 func TestKernelNaiveNotrackBreaksLoopback(t *testing.T) {
 	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
-	ns.Nft(demoRuleset)
-	startNginx(t, ns)
+	ns.Nft(nstest.DemoRuleset)
+	ns.StartNginx()
 	_, p := readPlan(t, ns, Loopback())
 
 	// The plan's batch without its accept rule: NOTRACK alone.
@@ -269,14 +156,14 @@ func TestKernelNaiveNotrackBreaksLoopback(t *testing.T) {
 		}
 	}
 	runPrinted(t, []string{strings.Join(naive, "\n")})
-	if code := curl(t, ns, 3); code != "000" {
+	if code := ns.Curl(3); code != "000" {
 		t.Fatalf("naive NOTRACK: HTTP %s, want a timeout (000): untracked packets should match neither rule and be dropped", code)
 	}
 	ns.Run("nft", "delete", "table", "inet", Loopback().TableName())
-	curlOK(t, ns, 2, "after removing the naive NOTRACK")
+	ns.CurlOK(2, "after removing the naive NOTRACK")
 
 	runPrinted(t, p.Commands())
-	curlOK(t, ns, 5, "after the plan")
+	ns.CurlOK(5, "after the plan")
 }
 
 // TestKernelServicePort stops tracking one service (the upstream port):
@@ -284,18 +171,18 @@ func TestKernelNaiveNotrackBreaksLoopback(t *testing.T) {
 // stays tracked, and undo restores the ruleset.
 func TestKernelServicePort(t *testing.T) {
 	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
-	ns.Nft(demoRuleset)
-	startNginx(t, ns)
+	ns.Nft(nstest.DemoRuleset)
+	ns.StartNginx()
 	before := ns.Run("nft", "list", "ruleset")
 	_, p := readPlan(t, ns, Service("tcp", 8081))
 	assertPrefixed(t, ns, p.Commands())
 	ns.Run("conntrack", "-F")
 	runPrinted(t, p.Commands())
-	curlOK(t, ns, 10, "after the plan")
-	if n := loopbackEntries(t, ns, 8081); n != 0 {
+	ns.CurlOK(10, "after the plan")
+	if n := ns.LoopbackEntries(8081); n != 0 {
 		t.Errorf("after the plan: %d entries for port 8081, want 0\n%s", n, ns.Run("conntrack", "-L"))
 	}
-	if n := loopbackEntries(t, ns, 80); n == 0 {
+	if n := ns.LoopbackEntries(80); n == 0 {
 		t.Errorf("after the plan: no entries for port 80; only 8081 should be untracked")
 	}
 	if _, again := readPlan(t, ns, Service("tcp", 8081)); !again.Empty() {
@@ -333,20 +220,20 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s-restore: %v: %s", tool, err, out)
 	}
-	startNginx(t, ns)
-	curlOK(t, ns, 2, "before the change")
+	ns.StartNginx()
+	ns.CurlOK(2, "before the change")
 
 	// The pitfall, with iptables: NOTRACK in raw, no UNTRACKED accept.
 	for _, c := range []string{"PREROUTING -i lo", "OUTPUT -o lo"} {
 		ns.Run(tool, append([]string{"-t", "raw", "-A"}, append(strings.Fields(c), "-j", "NOTRACK")...)...)
 	}
-	if code := curl(t, ns, 3); code == "200" {
+	if code := ns.Curl(3); code == "200" {
 		t.Fatalf("naive NOTRACK under %s: HTTP 200, want a failure", tool)
 	}
 	for _, c := range []string{"PREROUTING -i lo", "OUTPUT -o lo"} {
 		ns.Run(tool, append([]string{"-t", "raw", "-D"}, append(strings.Fields(c), "-j", "NOTRACK")...)...)
 	}
-	curlOK(t, ns, 2, "after removing the naive NOTRACK")
+	ns.CurlOK(2, "after removing the naive NOTRACK")
 
 	ip6tool := "ip6" + strings.TrimPrefix(tool, "ip")
 	saveBefore := normalizeCounters(ns.Run(tool+"-save") + ns.Run(ip6tool+"-save"))
@@ -379,8 +266,8 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 
 	ns.Run("conntrack", "-F")
 	runPrinted(t, p.Commands())
-	curlOK(t, ns, 10, "after the plan")
-	if n := loopbackEntries(t, ns); n != 0 {
+	ns.CurlOK(10, "after the plan")
+	if n := ns.LoopbackEntries(); n != 0 {
 		t.Errorf("after the plan: %d loopback entries, want 0\n%s", n, ns.Run("conntrack", "-L"))
 	}
 	rs2, err := Read(context.Background(), Target{NetNS: ns.Name})
@@ -414,7 +301,7 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 	if after := nftAfter; after != nftBefore {
 		t.Errorf("undo did not restore nft list ruleset:\n--- before\n%s\n--- after\n%s", nftBefore, after)
 	}
-	curlOK(t, ns, 2, "after undo")
+	ns.CurlOK(2, "after undo")
 }
 
 // An empty raw table in iptables-save and in nft list ruleset.
@@ -679,7 +566,7 @@ func TestKernelReadDecodes(t *testing.T) {
 // namespace, and never on the host.
 func TestKernelTargets(t *testing.T) {
 	ns := nstest.New(t, "nft", "nsenter", "sleep")
-	ns.Nft(demoRuleset)
+	ns.Nft(nstest.DemoRuleset)
 	sleep := exec.Command("ip", "netns", "exec", ns.Name, "sleep", "600")
 	if err := sleep.Start(); err != nil {
 		t.Fatal(err)
@@ -770,15 +657,15 @@ COMMIT
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("iptables-legacy-restore: %v: %s", err, out)
 	}
-	startNginx(t, ns)
+	ns.StartNginx()
 	_, p := readPlan(t, ns, Loopback())
 	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "iptables") {
 		t.Fatalf("want only the NOTRACK table:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 	ns.Run("conntrack", "-F")
 	runPrinted(t, p.Commands())
-	curlOK(t, ns, 10, "after the plan")
-	if n := loopbackEntries(t, ns); n != 0 {
+	ns.CurlOK(10, "after the plan")
+	if n := ns.LoopbackEntries(); n != 0 {
 		t.Errorf("after the plan: %d loopback entries, want 0", n)
 	}
 	runPrinted(t, p.UndoCommands())

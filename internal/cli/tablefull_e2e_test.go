@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -40,27 +39,6 @@ func tableFullLines(t *testing.T, inode uint64) int {
 	return bytes.Count(out, fmt.Appendf(nil, "table full in netns %d,", inode))
 }
 
-// fillAssured loads n ASSURED ESTABLISHED entries (early drop cannot
-// evict them) with an hour to live.
-func fillAssured(t *testing.T, ns *nstest.NS, n int) {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), "assured.txt")
-	fh, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := bufio.NewWriter(fh)
-	for i := range n {
-		fmt.Fprintf(w, "-I -t 3600 -u ASSURED -s 10.%d.%d.%d -d 10.200.0.1 -p tcp --sport %d --dport 443 --state ESTABLISHED\n",
-			i>>16&255, i>>8&255, i&255, 1024+i%60000)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	fh.Close()
-	ns.LoadFlows(file)
-}
-
 func sysctls(t *testing.T, ns *nstest.NS) string {
 	t.Helper()
 	var keep []string
@@ -87,15 +65,8 @@ func TestNginxLocalUpstreamEndToEnd(t *testing.T) {
 	ns := nstest.New(t, "nft", "conntrack", "nginx", "curl", "wrk", "dmesg")
 	ns.Nft(nstest.DemoRuleset)
 	ns.StartNginx()
-	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
-	if err != nil {
-		t.Skipf("skipped: %v", err)
-	}
-	gmax, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if gmax <= 0 || gmax > 1<<20 {
-		t.Skipf("skipped: nf_conntrack_max %d is too large to fill in a test", gmax)
-	}
-	fillAssured(t, ns, gmax-300)
+	gmax := nstest.GlobalMax(t)
+	ns.FillAssured(gmax - 300)
 	before := struct{ ruleset, sysctls string }{ns.Run("nft", "list", "ruleset"), sysctls(t, ns)}
 
 	load := func() {

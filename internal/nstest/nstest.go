@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -168,4 +169,44 @@ func (n *NS) LoadFlows(file string) {
 	if out, err := exec.Command("ip", "netns", "exec", n.Name, "conntrack", "-R", file).CombinedOutput(); err != nil {
 		n.t.Fatalf("conntrack -R %s: %v: %s", file, err, out)
 	}
+}
+
+// GlobalMax returns the host's nf_conntrack_max, the limit every
+// namespace's count is held to; it skips the test when the value cannot
+// be read or is too large to fill in a test.
+func GlobalMax(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
+	if err != nil {
+		t.Skipf("skipped: %v", err)
+	}
+	var max int
+	fmt.Sscan(string(b), &max)
+	if max <= 0 || max > 1<<20 {
+		t.Skipf("skipped: nf_conntrack_max %d is too large to fill in a test", max)
+	}
+	return max
+}
+
+// AssuredFlows writes count ASSURED ESTABLISHED entries with an hour to
+// live, in `conntrack -R` format, to a file in t.TempDir() and returns its
+// path. Early drop cannot evict them: a table full of them drops.
+func AssuredFlows(t testing.TB, count int) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "assured.txt")
+	var b strings.Builder
+	for i := range count {
+		fmt.Fprintf(&b, "-I -t 3600 -u ASSURED -s 10.%d.%d.%d -d 10.200.0.1 -p tcp --sport %d --dport 80 --state ESTABLISHED\n",
+			i>>16&255, i>>8&255, i&255, 1024+i%60000)
+	}
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// FillAssured loads count ASSURED entries (see AssuredFlows) into the table.
+func (n *NS) FillAssured(count int) {
+	n.t.Helper()
+	n.LoadFlows(AssuredFlows(n.t, count))
 }
