@@ -17,6 +17,10 @@ import (
 // overlapped with the listing.
 const counterSampleInterval = time.Second
 
+// CounterSampleInterval is the interval an Options.Diagnose should use
+// between its two counter samples, as the in-process diagnosis does.
+const CounterSampleInterval = counterSampleInterval
+
 // alwaysProtocols are exported with 0 when the table holds none, so that
 // their series do not come and go.
 var alwaysProtocols = []string{"tcp", "udp", "icmp", "icmpv6"}
@@ -61,10 +65,10 @@ func (e *Exporter) breakdownOnce(ctx context.Context, t *target) {
 		e.listingHook()
 	}
 	start := time.Now()
-	var res *doctor.Result
+	var rep *analyze.Report
 	err := t.err
 	if err == nil {
-		res, err = doctor.Run(ctx, doctor.Input{NetNS: t.path}, doctor.Options{Interval: counterSampleInterval, Top: e.opt.TopServices})
+		rep, err = e.diagnose(ctx, t.path)
 	}
 	took := time.Since(start)
 	if ctx.Err() != nil {
@@ -89,11 +93,24 @@ func (e *Exporter) breakdownOnce(ctx context.Context, t *target) {
 		st.ok, st.reason, st.metrics = false, err.Error(), nil
 		return
 	}
-	ms, ok, reason := e.breakdownMetrics(t.label, res, st, took)
+	ms, ok, reason := e.breakdownMetrics(t.label, rep, st, took)
 	if !ok && (st.ok || st.reason != reason) {
 		e.log.Warn("background listing incomplete", "netns", t.label, "reason", reason)
 	}
 	st.ok, st.reason, st.metrics = ok, reason, ms
+}
+
+// diagnose runs ctdoctor's diagnosis of one namespace: Options.Diagnose,
+// else doctor.Run in this process.
+func (e *Exporter) diagnose(ctx context.Context, nsPath string) (*analyze.Report, error) {
+	if e.opt.Diagnose != nil {
+		return e.opt.Diagnose(ctx, nsPath, e.opt.TopServices)
+	}
+	res, err := doctor.Run(ctx, doctor.Input{NetNS: nsPath}, doctor.Options{Interval: counterSampleInterval, Top: e.opt.TopServices})
+	if err != nil {
+		return nil, err
+	}
+	return res.Report, nil
 }
 
 // watching reports whether key is a current target (e.mu held).
@@ -109,9 +126,8 @@ func (e *Exporter) watching(key string) bool {
 // breakdownMetrics turns a diagnosis into the cached metrics; ok is false
 // (with the reason) when the entries could not be listed, in which case
 // only the findings, which need no entries to be meaningful, are kept.
-func (e *Exporter) breakdownMetrics(label string, res *doctor.Result, st *breakdownState, took time.Duration) (out []prometheus.Metric, ok bool, reason string) {
+func (e *Exporter) breakdownMetrics(label string, rep *analyze.Report, st *breakdownState, took time.Duration) (out []prometheus.Metric, ok bool, reason string) {
 	d := e.descs
-	rep := res.Report
 	out = append(out, gauge(d.bdDuration, took.Seconds(), label))
 	ok = rep.Listing == nil || rep.Listing.Read
 	if !ok {

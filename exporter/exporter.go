@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ctdoctor/ctdoctor/analyze"
 	"github.com/ctdoctor/ctdoctor/conntrack"
 )
 
@@ -54,6 +55,12 @@ type Options struct {
 	NoKernelLog bool
 	// Logger receives what fails in the background (nil: discarded).
 	Logger *slog.Logger
+	// Diagnose, when set, makes the background diagnosis of the namespace
+	// at netnsPath ("" is the exporter's own) with the top tables cut at
+	// top, instead of doctor.Run in this process: the command runs it in a
+	// child process at a lower CPU priority, so that the listing's memory
+	// is returned when it ends and scrapes keep the CPU while it runs.
+	Diagnose func(ctx context.Context, netnsPath string, top int) (*analyze.Report, error)
 }
 
 // Exporter is a prometheus.Collector for the conntrack tables of one or

@@ -1,17 +1,24 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/spf13/cobra"
@@ -37,6 +44,53 @@ type exporterOptions struct {
 	// ready, when set (tests), is called with the addresses listened on
 	// once the server accepts connections.
 	ready func([]net.Addr)
+}
+
+// diagnoseCommand makes the child process that runs a background
+// diagnosis with args (nil: this executable); the tests run the test
+// binary as ctdoctor.
+var diagnoseCommand func(ctx context.Context, args []string) (*exec.Cmd, error)
+
+// listingNice is the CPU priority (nice value) of the background listings.
+const listingNice = 10
+
+// childDiagnose runs `ctdoctor [--netns PATH] -o json` in a child process
+// at nice listingNice and reads its report: the listing's memory goes with
+// the child, and scrapes keep the CPU while it runs.
+func childDiagnose(ctx context.Context, nsPath string, top int) (*analyze.Report, error) {
+	args := []string{"-o", "json", "--color", "never", "--interval", exporter.CounterSampleInterval.String(), "--top", strconv.Itoa(top)}
+	if nsPath != "" {
+		args = append(args, "--netns", nsPath)
+	}
+	mk := diagnoseCommand
+	if mk == nil {
+		mk = func(ctx context.Context, args []string) (*exec.Cmd, error) {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			return exec.CommandContext(ctx, exe, args...), nil
+		}
+	}
+	cmd, err := mk(ctx, args)
+	if err != nil {
+		return nil, fmt.Errorf("background diagnosis: %w", err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("background diagnosis: %w", err)
+	}
+	_ = unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, listingNice)
+	if err := cmd.Wait(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		return nil, fmt.Errorf("background diagnosis (ctdoctor %s): %w: %s", strings.Join(args, " "), err, msg)
+	}
+	var rep analyze.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return nil, fmt.Errorf("background diagnosis: its report: %w", err)
+	}
+	return &rep, nil
 }
 
 func newExporterCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -163,7 +217,7 @@ func runExporter(ctx context.Context, o *exporterOptions, stderr io.Writer) erro
 	}
 	exp, err := exporter.New(exporter.Options{NetNS: o.netns, AllNetNS: o.allNetNS, MaxNetNS: o.maxNetNS,
 		DiscoveryInterval: o.discoveryInterval, BreakdownInterval: interval, TopServices: o.top,
-		NoKernelLog: o.noLog, Logger: logger})
+		NoKernelLog: o.noLog, Logger: logger, Diagnose: childDiagnose})
 	if err != nil {
 		return usageError(nil, err)
 	}

@@ -25,6 +25,29 @@ import (
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
 )
 
+// The exporter's background diagnoses run the test binary as ctdoctor
+// (see TestMain), in the tests and in the exporters they start.
+func init() {
+	diagnoseCommand = func(ctx context.Context, args []string) (*exec.Cmd, error) {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		js, err := json.Marshal(args)
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, exe)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, childArgsEnv+"=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, childArgsEnv+"="+string(js))
+		return cmd, nil
+	}
+}
+
 // Bad flags are usage errors (exit 2) that name the problem.
 func TestExporterUsageErrors(t *testing.T) {
 	for _, c := range []struct {
@@ -400,6 +423,30 @@ func TestExporterScrapedByPrometheus(t *testing.T) {
 	}
 	if got != wantCount {
 		t.Fatalf("Prometheus: ctdoctor_conntrack_entries%s = %q, conntrack -C %s\nprometheus log:\n%s", sel, got, wantCount, promLog.String())
+	}
+	// The breakdown, from the background diagnosis in a child process:
+	// the TCP states equal `conntrack -L` aggregated.
+	list := n.Run("conntrack", "-L")
+	states := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[0] == "tcp" {
+			states[f[3]]++
+		}
+	}
+	if len(states) < 3 {
+		t.Fatalf("conntrack -L shows %d TCP states: %v", len(states), states)
+	}
+	for state, want := range states {
+		var v string
+		var ok bool
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if v, ok = query(fmt.Sprintf(`ctdoctor_conntrack_tcp_state_entries{netns=%q,state=%q}`, n.Name, state)); ok {
+				break
+			}
+		}
+		if v != strconv.Itoa(want) {
+			t.Errorf("Prometheus: TCP state %s = %q, conntrack -L has %d", state, v, want)
+		}
 	}
 	// The counters `conntrack -S` shows, through Prometheus.
 	for _, key := range []string{"insert", "drop", "early_drop", "insert_failed", "invalid"} {
