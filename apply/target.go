@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
@@ -174,36 +173,15 @@ func (t *target) checkHost(h tune.PlanHost) error {
 }
 
 // inNS runs fn on an OS thread in the namespace at path ("" runs it on a
-// locked thread of the caller's namespace). /proc/sys/net and processes
-// started from that thread belong to the namespace. The thread is never
-// unlocked: it exits with its goroutine, never returning to the pool in
-// the wrong namespace.
+// locked thread of the caller's namespace), as host.InNetNS does:
+// /proc/sys/net and processes started from that thread belong to the
+// namespace. Failing to enter it for want of privilege is ErrPermission.
 func inNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if path == "" {
-			defer runtime.UnlockOSThread()
-			errc <- fn()
-			return
-		}
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open network namespace %s: %w", path, err)
-			return
-		}
-		err = unix.Setns(fd, unix.CLONE_NEWNET)
-		unix.Close(fd)
-		if err != nil {
-			if errors.Is(err, unix.EPERM) {
-				err = fmt.Errorf("%w: %w (entering a network namespace needs CAP_SYS_ADMIN)", ErrPermission, err)
-			}
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	err := host.InNetNS(path, fn)
+	if errors.Is(err, host.ErrEnterNetNS) && errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
 }
 
 // locate returns the file an action reads and writes and the namespace

@@ -130,7 +130,7 @@ func allNetNSUsage(globalMax int64, warn func(string, ...any)) []NetNSUsage {
 			}
 		}
 		u := NetNSUsage{NetNS: ns, Count: -1, Max: globalMax}
-		err := inNetNS(path, func() error {
+		err := InNetNS(path, func() error {
 			for _, rel := range []string{nfDir + "/nf_conntrack_count", legacyDir + "/ip_conntrack_count"} {
 				v, err := r.readInt(rel)
 				if err == nil {

@@ -188,7 +188,12 @@ func isDigits(s string) bool {
 	return true
 }
 
-// inNetNS runs fn on an OS thread inside the namespace at path, which it
+// ErrEnterNetNS is wrapped by InNetNS's error when the thread could not
+// enter the namespace (with the system error: EPERM without CAP_SYS_ADMIN,
+// ENOENT for a namespace that is gone), as opposed to an error of fn.
+var ErrEnterNetNS = errors.New("cannot enter the network namespace")
+
+// InNetNS runs fn on an OS thread inside the namespace at path, which it
 // enters with setns(2). /proc/sys/net and /proc/thread-self/net show the
 // namespace of the thread that opens them, so every per-namespace read is
 // done in fn. The thread is never unlocked: it exits with the goroutine
@@ -198,7 +203,7 @@ func isDigits(s string) bool {
 // would keep it alive after `ip netns del` (and its inode number from
 // being reused) for as long as the process runs. An empty path runs fn on
 // a locked thread of the caller's namespace.
-func inNetNS(path string, fn func() error) error {
+func InNetNS(path string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -215,7 +220,7 @@ func inNetNS(path string, fn func() error) error {
 		defer unix.Close(self)
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			errc <- fmt.Errorf("open network namespace %s: %w", path, err)
+			errc <- fmt.Errorf("%w: open %s: %w", ErrEnterNetNS, path, err)
 			return
 		}
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
@@ -224,7 +229,7 @@ func inNetNS(path string, fn func() error) error {
 			if errors.Is(err, unix.EPERM) {
 				err = fmt.Errorf("%w (entering a network namespace needs CAP_SYS_ADMIN: run as root)", err)
 			}
-			errc <- fmt.Errorf("setns %s: %w", path, err)
+			errc <- fmt.Errorf("%w: setns %s: %w", ErrEnterNetNS, path, err)
 			return
 		}
 		err = fn()

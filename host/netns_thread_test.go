@@ -18,7 +18,7 @@ func TestInNetNSLeavesNoThreadInside(t *testing.T) {
 	ns := nstest.New(t)
 	ino := ns.Inode()
 	for range 50 {
-		if err := inNetNS(ns.Path(), func() error { return nil }); err != nil {
+		if err := InNetNS(ns.Path(), func() error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}

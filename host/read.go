@@ -131,7 +131,7 @@ func (r *reader) inNS(fn func() error) error {
 	if !r.live {
 		return fn()
 	}
-	return inNetNS(r.nsPath, fn)
+	return InNetNS(r.nsPath, fn)
 }
 
 // Read reads everything about the host but the table's entries: sizing
