@@ -110,7 +110,7 @@ errors, 2 on usage errors (a bad flag, argument or flag value).`,
 	registerDoctorCompletions(root)
 	root.Version = versionString()
 	root.SetVersionTemplate("ctdoctor {{.Version}}\n")
-	root.AddCommand(newSnapshotCmd(stdout, stderr), newVersionCmd(stdout))
+	root.AddCommand(newSnapshotCmd(stdout, stderr), newVersionCmd(stdout), newFindingsCmd(stdout))
 	root.AddCommand(newSimulateCmd(stdout, stderr), newPlanCmd(stdout, stderr))
 	root.AddCommand(newApplyCmd(stdout, stderr), newRollbackCmd(stdout, stderr), newHistoryCmd(stdout))
 	root.AddCommand(newExporterCmd(stdout, stderr))
