@@ -1,6 +1,8 @@
 package exporter
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,15 +66,7 @@ func TestRulesMatchTheExporter(t *testing.T) {
 	if err := yaml.Unmarshal(b, &rf); err != nil {
 		t.Fatal(err)
 	}
-	exported := map[string]bool{}
-	ch := make(chan *prometheus.Desc, 100)
-	go func() { newDescs(time.Second).describe(ch); close(ch) }()
-	nameRE := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for d := range ch {
-		if m := nameRE.FindStringSubmatch(d.String()); m != nil {
-			exported[m[1]] = true
-		}
-	}
+	exported := exportedNames(t)
 	runbook, err := os.ReadFile("../docs/runbooks.md")
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +105,94 @@ func TestRulesMatchTheExporter(t *testing.T) {
 			t.Errorf("finding %s can be critical but has no alert of its own in rules.yml", s.ID)
 		}
 	}
+}
+
+// The Grafana dashboard is valid JSON whose every query is PromQL that
+// Prometheus accepts (each one checked by `promtool check rules` as a
+// recording rule, with Grafana's variables filled in) and names only
+// metrics the exporter exports.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("../deploy/grafana/conntrack.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title      string `json:"title"`
+		UID        string `json:"uid"`
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Definition string `json:"definition"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("conntrack.json: %v", err)
+	}
+	if dash.Title == "" || dash.UID == "" || len(dash.Panels) < 6 {
+		t.Fatalf("dashboard %q (uid %q) with %d panels", dash.Title, dash.UID, len(dash.Panels))
+	}
+	fill := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$instance", ".*", "$netns", ".*")
+	var exprs []string
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			exprs = append(exprs, fill.Replace(tg.Expr))
+		}
+	}
+	labelValues := regexp.MustCompile(`^label_values\((.+), *[a-z_]+\)$`)
+	for _, v := range dash.Templating.List {
+		if m := labelValues.FindStringSubmatch(v.Definition); m != nil {
+			exprs = append(exprs, fill.Replace(m[1]))
+		}
+	}
+	exported := exportedNames(t)
+	metricRE := regexp.MustCompile(`\bctdoctor_[a-z_]+`)
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range exprs {
+		for _, m := range metricRE.FindAllString(e, -1) {
+			if !exported[m] {
+				t.Errorf("dashboard query %q: %s is not a metric the exporter exports", e, m)
+			}
+		}
+		q, _ := json.Marshal(e) // a JSON string is a YAML string
+		fmt.Fprintf(&rules, "      - record: dashboard:query_%d\n        expr: %s\n", i, q)
+	}
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Skip("skipped the PromQL check: promtool is not installed (apt-get install prometheus)")
+	}
+	f := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	if err := os.WriteFile(f, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("promtool", "check", "rules", f).CombinedOutput(); err != nil {
+		t.Errorf("the dashboard's queries as recording rules: %v\n%s\n%s", err, out, rules.String())
+	}
+}
+
+// exportedNames are the names of every metric the exporter can export.
+func exportedNames(t *testing.T) map[string]bool {
+	t.Helper()
+	exported := map[string]bool{}
+	ch := make(chan *prometheus.Desc, 100)
+	go func() { newDescs(time.Second).describe(ch); close(ch) }()
+	nameRE := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range ch {
+		if m := nameRE.FindStringSubmatch(d.String()); m != nil {
+			exported[m[1]] = true
+		}
+	}
 	if len(exported) < 20 {
 		t.Fatalf("found only %d exported metric names: the description parse is broken", len(exported))
 	}
+	return exported
 }

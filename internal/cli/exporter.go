@@ -144,7 +144,7 @@ start (a port in use, a malformed --web.config.file), 2 on usage errors.`,
 	f.StringArrayVar(&o.listen, "web.listen-address", []string{fmt.Sprintf(":%d", exporter.DefaultPort)}, "`ADDRESS` to listen on for the landing page and /metrics (repeatable)")
 	f.StringVar(&o.webConfig, "web.config.file", "", "Prometheus web configuration `FILE` enabling TLS or basic authentication")
 	f.BoolVar(&o.systemdSocket, "web.systemd-socket", false, "use systemd socket activation listeners instead of port listeners")
-	f.IntVar(&o.maxRequests, "web.max-requests", 40, "maximum `N` of parallel /metrics requests; more are answered 503 (0: no limit)")
+	f.IntVar(&o.maxRequests, "web.max-requests", 100, "maximum `N` of parallel /metrics requests; more are answered 503 (0: no limit; parallel scrapes share one read)")
 	f.StringArrayVar(&o.netns, "netns", nil, "network namespace to watch: a `NAME` from /run/netns, a path, or a PID (repeatable; default: the exporter's own)")
 	f.BoolVar(&o.allNetNS, "all-netns", false, "watch every network namespace of the host, found again every --netns-discovery-interval")
 	f.IntVar(&o.maxNetNS, "max-netns", exporter.DefaultMaxNetNS, "watch at most `N` namespaces (each is about 90 series)")
