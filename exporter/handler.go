@@ -53,7 +53,7 @@ func (e *Exporter) Handler(opt HandlerOptions) (http.Handler, error) {
 	if err := reg.Register(e); err != nil {
 		return nil, fmt.Errorf("register the exporter: %w", err)
 	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), newProcessCollector())
 	log := opt.Logger
 	if log == nil {
 		log = e.log

@@ -51,6 +51,7 @@ func TestBenchExporter250k(t *testing.T) {
 	type row struct {
 		what string
 		d    []time.Duration
+		cpu  float64 // ms of the server process's CPU per scrape, -1 unknown
 	}
 	var rows []row
 
@@ -67,10 +68,10 @@ func TestBenchExporter250k(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rows = append(rows, row{"bare read of nf_conntrack_count (thread in the ns)", bare})
+	rows = append(rows, row{"bare read of nf_conntrack_count (thread in the ns)", bare, -1})
 
 	get := func(client *http.Client, url string, count int) []time.Duration {
-		var d []time.Duration
+		d := make([]time.Duration, 0, count)
 		for i := 0; i < count; i++ {
 			s := time.Now()
 			resp, err := client.Get(url)
@@ -135,7 +136,9 @@ func TestBenchExporter250k(t *testing.T) {
 				t.Fatal("node_exporter did not start")
 			}
 		}
-		rows = append(rows, row{"node_exporter (conntrack collector only), GET /metrics", get(nsClient, "http://"+addr+"/metrics", 1000)})
+		c0 := procCPU(cmd.Process.Pid)
+		d := get(nsClient, "http://"+addr+"/metrics", 1000)
+		rows = append(rows, row{"node_exporter (conntrack collector only), GET /metrics", d, (procCPU(cmd.Process.Pid) - c0) / 1000})
 	} else {
 		t.Log("prometheus-node-exporter is not installed: no side-by-side figure")
 	}
@@ -143,14 +146,16 @@ func TestBenchExporter250k(t *testing.T) {
 	// Between listings: the default 30s interval, after the first listing.
 	quiet := startExporter(t, "", "--netns", n.Name, "--no-log", "--web.listen-address", "127.0.0.1:0")
 	waitListed(quiet.addr)
-	rows = append(rows, row{"ctdoctor exporter, GET /metrics, between listings", get(client, "http://"+quiet.addr+"/metrics", 1000)})
+	c0 := procCPU(quiet.cmd.Process.Pid)
+	d := get(client, "http://"+quiet.addr+"/metrics", 1000)
+	rows = append(rows, row{"ctdoctor exporter, GET /metrics, between listings", d, (procCPU(quiet.cmd.Process.Pid) - c0) / 1000})
 	quiet.cmd.Process.Signal(syscall.SIGTERM)
 	<-quiet.done
 
 	// Listings back to back: every scrape competes with one.
 	busy := startExporter(t, "", "--netns", n.Name, "--no-log", "--breakdown-interval", "1s", "--web.listen-address", "127.0.0.1:0")
 	waitListed(busy.addr)
-	rows = append(rows, row{"ctdoctor exporter, GET /metrics, listings back to back", get(client, "http://"+busy.addr+"/metrics", 1000)})
+	rows = append(rows, row{"ctdoctor exporter, GET /metrics, listings back to back", get(client, "http://"+busy.addr+"/metrics", 1000), -1})
 	_, body := httpGet(t, "http://"+busy.addr+"/metrics")
 	took, _ := sampleValue(body, "ctdoctor_exporter_breakdown_duration_seconds")
 	listed, _ := sampleValue(body, "ctdoctor_conntrack_listed_entries")
@@ -186,14 +191,18 @@ func TestBenchExporter250k(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	rows = append(rows, row{fmt.Sprintf("ctdoctor exporter, 50 scrapers for %ds, listings back to back (%d scrapes)", seconds, len(conc)), conc})
+	rows = append(rows, row{fmt.Sprintf("ctdoctor exporter, 50 scrapers for %ds, listings back to back (%d scrapes)", seconds, len(conc)), conc, -1})
 	hwm := procHWM(busy.cmd.Process.Pid)
 
 	t.Logf("background listing of %.0f entries: %.2fs each (in a child process at nice %d)", listed, took, listingNice)
-	t.Logf("| what | p50 | p99 | max |")
-	t.Logf("|---|---|---|---|")
+	t.Logf("| what | p50 | p99 | max | server CPU per scrape |")
+	t.Logf("|---|---|---|---|---|")
 	for _, r := range rows {
-		t.Logf("| %s | %s | %s | %s |", r.what, benchPct(r.d, 50), benchPct(r.d, 99), benchPct(r.d, 100))
+		cpu := "—"
+		if r.cpu >= 0 {
+			cpu = fmt.Sprintf("%.2f ms", r.cpu)
+		}
+		t.Logf("| %s | %s | %s | %s | %s |", r.what, benchPct(r.d, 50), benchPct(r.d, 99), benchPct(r.d, 100), cpu)
 	}
 	t.Logf("failed scrapes: %d; exporter process peak RSS (VmHWM): %.1f MB after one scraper, %.1f MB after 50", failed, float64(hwmOne)/1024, float64(hwm)/1024)
 	if failed > 0 {
@@ -216,6 +225,19 @@ func benchPct(d []time.Duration, p int) string {
 	slices.Sort(s)
 	i := max((len(s)*p+99)/100, 1)
 	return fmt.Sprintf("%.2f ms", float64(s[i-1])/1e6)
+}
+
+// procCPU is a process's user and system CPU time so far, in ms.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) * 10 // clock ticks of 10 ms
 }
 
 // procHWM is a process's peak resident set in KiB (VmHWM).
