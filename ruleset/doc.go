@@ -25,7 +25,19 @@
 // cross where a rule that looks at conntrack may see them and they could
 // then be dropped, it puts an accept of untracked packets right before
 // that rule; it puts the NOTRACK rules in ctdoctor's own nft table (inet
-// ctdoctor_notrack_lo, …) at priority -300 on prerouting and output. Commands carry the namespace prefix (`ip netns exec NAME`), so
+// ctdoctor_notrack_lo, …) at priority -300 on prerouting and output.
+//
+// Loopback is untracked as a whole only when the firewall already accepts
+// every new loopback connection (an `iif lo accept` before any drop, a
+// policy accept with nothing dropping): then the accept of untracked
+// loopback packets lets through nothing it did not. Otherwise the plan is
+// narrowed to the ports every chain loopback packets cross accepts new
+// loopback connections to (found from the ports the accept rules name):
+// NOTRACK and the accept cover only the packets to those ports and the
+// replies from them, and loopback connections to other ports stay tracked
+// and dropped as before.
+//
+// Commands carry the namespace prefix (`ip netns exec NAME`), so
 // pasted on the host they change the namespace and not the host; the nft
 // part is one `nft -f -` batch, applied completely or not at all. A plan
 // for a ruleset that already does it is empty. [WriteScript] renders a
@@ -42,7 +54,9 @@
 // must stay tracked gives a [*RefusedError], which matches [ErrRefused]
 // and its reason: [ErrNATed] (a masquerade, snat, dnat or redirect rule may
 // apply to it), [ErrHelper] (a rule attaches a conntrack helper to it),
-// [ErrRestricted] (the firewall opens the port only to some sources). A
+// [ErrRestricted] (the firewall opens the port only to some sources),
+// [ErrLoopbackClosed] (loopback, under a firewall that accepts neither all
+// new loopback connections nor any to a port it names). A
 // ruleset the planner cannot write safe commands for wraps
 // [ErrUnsupported]; a half-present ctdoctor table wraps [ErrConflict].
 //

@@ -27,6 +27,11 @@ var (
 	// port from everyone; an accept of untracked packets could not keep
 	// that restriction.
 	ErrRestricted = errors.New("the firewall restricts who may reach the port")
+	// ErrLoopbackClosed: the firewall does not accept every new loopback
+	// connection and accepts none to any port it names; untracking
+	// loopback would need an accept of untracked loopback packets that
+	// would let through what it drops.
+	ErrLoopbackClosed = errors.New("the firewall opens no loopback port")
 	// ErrConflict: ctdoctor's own table for this traffic exists but does
 	// not untrack all of it (edited by hand, or a partial change).
 	ErrConflict = errors.New("ctdoctor's table exists but differs")
@@ -36,7 +41,7 @@ var (
 // would break it. errors.Is matches ErrRefused and the Reason.
 type RefusedError struct {
 	Selector Selector `json:"selector"`
-	// Reason is ErrNATed, ErrHelper or ErrRestricted.
+	// Reason is ErrNATed, ErrHelper, ErrRestricted or ErrLoopbackClosed.
 	Reason error `json:"-"`
 	// Rule names the rule that decides it: table, chain, handle, text.
 	Rule string `json:"rule"`

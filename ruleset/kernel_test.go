@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
 )
@@ -84,12 +86,18 @@ func nftHandle(t *testing.T, ns *nstest.NS, chain, substr string) string {
 // firewall is table inet fw (input policy drop, loopback not accepted as
 // a whole), nginx proxying to a local upstream. The plan's commands, run
 // exactly as printed on the host, keep nginx answering, end the tracking
-// of loopback, and their undo restores the ruleset byte for byte.
+// of loopback to the ports the firewall opens (80 and 8081), keep a
+// loopback port it drops (9999, with a listener) dropped, and their undo
+// restores the ruleset byte for byte.
 func TestKernelDemoLoopback(t *testing.T) {
 	ns := nstest.New(t, "nft", "nginx", "curl", "conntrack")
 	ns.Nft(nstest.DemoRuleset)
 	ns.StartNginx()
 	ns.CurlOK(3, "before the change")
+	denied := listenLoopback(t, ns)
+	if err := dialLoopback(ns, denied); err == nil {
+		t.Fatalf("before the change: a loopback connection to %s, which the firewall drops, succeeded", denied)
+	}
 	if n := ns.LoopbackEntries(); n == 0 {
 		t.Fatal("before the change: no loopback entries; the test does not exercise tracking")
 	}
@@ -103,8 +111,9 @@ func TestKernelDemoLoopback(t *testing.T) {
 	h := nftHandle(t, ns, "inet fw input", "ct state established,related accept")
 	for _, want := range []string{
 		"ip netns exec " + ns.Name + " nft -f - <<'EOF'\n",
-		"insert rule inet fw input position " + h + ` iif "lo" ct state untracked accept`,
-		"priority -300", `prerouting iif "lo" notrack`, `output oif "lo" notrack`,
+		"insert rule inet fw input position " + h + ` iif "lo" tcp dport 80 ct state untracked accept`,
+		"insert rule inet fw input position " + h + ` iif "lo" tcp sport 8081 ct state untracked accept`,
+		"priority -300", `prerouting iif "lo" tcp dport 8081 notrack`, `output oif "lo" tcp sport 80 notrack`,
 	} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("the nft batch lacks %q:\n%s", want, cmd)
@@ -122,8 +131,11 @@ func TestKernelDemoLoopback(t *testing.T) {
 	ns.Run("conntrack", "-F")
 	runPrinted(t, p.Commands())
 	ns.CurlOK(10, "after the plan")
-	if n := ns.LoopbackEntries(); n != 0 {
+	if n := ns.LoopbackEntries(80, 8081); n != 0 {
 		t.Errorf("after the plan: %d loopback entries, want 0 (tracking of lo should have ended)\n%s", n, ns.Run("conntrack", "-L"))
+	}
+	if err := dialLoopback(ns, denied); err == nil {
+		t.Errorf("after the plan: a loopback connection to %s, which the firewall drops, succeeded: the plan opened it", denied)
 	}
 	if _, again := readPlan(t, ns, Loopback()); !again.Empty() {
 		t.Errorf("a plan made after applying one should be empty, got %+v", again.Steps)
@@ -222,6 +234,7 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 	}
 	ns.StartNginx()
 	ns.CurlOK(2, "before the change")
+	denied := listenLoopback(t, ns)
 
 	// The pitfall, with iptables: NOTRACK in raw, no UNTRACKED accept.
 	for _, c := range []string{"PREROUTING -i lo", "OUTPUT -o lo"} {
@@ -252,7 +265,7 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 	if len(p.Steps) < 2 || p.Steps[0].Kind != StepIptables || p.Steps[0].Backend != backend {
 		t.Fatalf("want the %s accept step first, got %+v", backend, p.Steps)
 	}
-	wantFirst := fmt.Sprintf("ip netns exec %s %s -w -I INPUT 1 -i lo -m conntrack --ctstate UNTRACKED", ns.Name, tool)
+	wantFirst := fmt.Sprintf("ip netns exec %s %s -w -I INPUT 1 -i lo -p tcp -m tcp --dport 80 -m conntrack --ctstate UNTRACKED", ns.Name, tool)
 	if !strings.HasPrefix(p.Steps[0].Commands[0], wantFirst) {
 		t.Errorf("first command:\n%s\nwant it to start with\n%s", p.Steps[0].Commands[0], wantFirst)
 	}
@@ -269,6 +282,9 @@ func testIptables(t *testing.T, backend Backend, noNft bool) {
 	ns.CurlOK(10, "after the plan")
 	if n := ns.LoopbackEntries(); n != 0 {
 		t.Errorf("after the plan: %d loopback entries, want 0\n%s", n, ns.Run("conntrack", "-L"))
+	}
+	if err := dialLoopback(ns, denied); err == nil {
+		t.Errorf("after the plan: a loopback connection to %s, which the firewall rejects, succeeded: the plan opened it", denied)
 	}
 	rs2, err := Read(context.Background(), Target{NetNS: ns.Name})
 	if err != nil {
@@ -629,6 +645,44 @@ func TestKernelTargets(t *testing.T) {
 	if _, err := ns.Output("nft", "list", "table", "inet", Loopback().TableName()); err == nil {
 		t.Error("undo left the NOTRACK table")
 	}
+}
+
+// listenLoopback listens on a loopback port in the namespace (a port the
+// test firewalls do not open) until the test ends, accepting and closing
+// connections, and returns its address.
+func listenLoopback(t *testing.T, ns *nstest.NS) string {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", "127.0.0.1:9999")
+		return err
+	}); err != nil {
+		t.Fatalf("listen in %s: %v", ns.Name, err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// dialLoopback connects to addr from inside the namespace, giving up after
+// a second (a dropped SYN times out).
+func dialLoopback(ns *nstest.NS, addr string) error {
+	return ns.Do(func() error {
+		c, err := net.DialTimeout("tcp4", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
 }
 
 func jsonMarshal(v any) (string, error) {

@@ -250,14 +250,28 @@ var (
 // flows are the parts of the selected traffic, by the hooks they cross.
 // Loopback packets leave through output and postrouting and come back in
 // through prerouting and input; their NAT and helpers are decided when they
-// leave. A service's requests come in (from anywhere, loopback too) and
-// its replies leave; local clients' requests leave through lo.
-func (s Selector) flows() []flow {
-	if s.Loopback {
+// leave. Loopback narrowed to ports (see loopbackScope) is, for each port,
+// the packets to it and the replies from it, both ways. A service's
+// requests come in (from anywhere, loopback too) and its replies leave;
+// local clients' requests leave through lo.
+func (s Selector) flows(ports []protoPort) []flow {
+	if s.Loopback && ports == nil {
 		return []flow{
 			{hooks: inHooks, spec: spec{iifLo: true}, desc: "loopback packets"},
 			{hooks: outHooks, spec: spec{oifLo: true}, desc: "loopback packets", opens: true},
 		}
+	}
+	if s.Loopback {
+		var out []flow
+		for _, pp := range ports {
+			to, from := "loopback packets to "+pp.String(), "loopback replies from "+pp.String()
+			out = append(out,
+				flow{hooks: inHooks, spec: spec{iifLo: true, proto: pp.proto, dport: pp.port}, desc: to},
+				flow{hooks: inHooks, spec: spec{iifLo: true, proto: pp.proto, sport: pp.port}, desc: from},
+				flow{hooks: outHooks, spec: spec{oifLo: true, proto: pp.proto, dport: pp.port}, desc: to, opens: true},
+				flow{hooks: outHooks, spec: spec{oifLo: true, proto: pp.proto, sport: pp.port}, desc: from})
+		}
+		return out
 	}
 	p := s.Proto
 	return []flow{
@@ -278,10 +292,23 @@ type notrackRule struct {
 // is tracked (or not) when it leaves through output and keeps that when it
 // comes back in through lo, so the output rule is the one that matters;
 // the prerouting rule covers anything entering on lo that did not pass
-// output, and is the pair operators know.
-func (s Selector) notrackRules() []notrackRule {
-	if s.Loopback {
+// output, and is the pair operators know. Narrowed to ports, each port
+// has the packets to it (dport) and the replies from it (sport) on both.
+func (s Selector) notrackRules(ports []protoPort) []notrackRule {
+	if s.Loopback && ports == nil {
 		return []notrackRule{{HookPrerouting, spec{iifLo: true}}, {HookOutput, spec{oifLo: true}}}
+	}
+	if s.Loopback {
+		var out []notrackRule
+		for _, h := range []Hook{HookPrerouting, HookOutput} {
+			for _, pp := range ports {
+				s := spec{iifLo: h == HookPrerouting, oifLo: h == HookOutput, proto: pp.proto}
+				to, from := s, s
+				to.dport, from.sport = pp.port, pp.port
+				out = append(out, notrackRule{h, to}, notrackRule{h, from})
+			}
+		}
+		return out
 	}
 	p := s.Proto
 	return []notrackRule{
@@ -342,22 +369,29 @@ func PlanNotrack(rs *Ruleset, sel Selector, t Target) (*Plan, error) {
 	if rs == nil {
 		return nil, errors.New("plan: no ruleset")
 	}
-	if err := checkRefusals(rs, sel); err != nil {
-		return nil, err
-	}
-	p := &Plan{Selector: sel, Target: t}
-	inserts, err := planAccepts(rs, sel, p)
+	ports, notes, err := loopbackScope(rs, sel)
 	if err != nil {
 		return nil, err
 	}
-	missing, err := missingNotrack(rs, sel)
+	if err := checkRefusals(rs, sel, ports); err != nil {
+		return nil, err
+	}
+	p := &Plan{Selector: sel, Target: t, Notes: notes}
+	if ports != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("loopback is untracked only to and from %s: the firewall accepts new loopback connections to these ports, and not to every port", portList(ports)))
+	}
+	inserts, err := planAccepts(rs, sel, ports, p)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := missingNotrack(rs, sel, ports)
 	if err != nil {
 		return nil, err
 	}
 	if len(inserts) == 0 && len(missing) == 0 {
 		return p, nil
 	}
-	if err := buildSteps(rs, sel, t, p, inserts, missing); err != nil {
+	if err := buildSteps(rs, sel, ports, t, p, inserts, missing); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -365,7 +399,7 @@ func PlanNotrack(rs *Ruleset, sel Selector, t Target) (*Plan, error) {
 
 // checkRefusals refuses traffic that a NAT rule or a helper assignment may
 // apply to, in any table of any backend.
-func checkRefusals(rs *Ruleset, sel Selector) error {
+func checkRefusals(rs *Ruleset, sel Selector, ports []protoPort) error {
 	for _, t := range rs.Tables {
 		if nfprotos(t.Family) == nil {
 			continue
@@ -379,7 +413,7 @@ func checkRefusals(rs *Ruleset, sel Selector) error {
 				if r.NAT == "" && r.Helper == "" {
 					continue
 				}
-				for _, f := range sel.flows() {
+				for _, f := range sel.flows(ports) {
 					if !f.opens || !slices.ContainsFunc(hooks, func(h Hook) bool { return slices.Contains(f.hooks, h) }) {
 						continue
 					}
@@ -404,7 +438,7 @@ func checkRefusals(rs *Ruleset, sel Selector) error {
 // planAccepts finds, for every filter chain the untracked packets cross,
 // whether a rule that looks at conntrack may see them before anything
 // accepts them, and where the accept must go.
-func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
+func planAccepts(rs *Ruleset, sel Selector, ports []protoPort, p *Plan) ([]insertion, error) {
 	var out []insertion
 	for _, t := range rs.Tables {
 		fams := nfprotos(t.Family)
@@ -423,7 +457,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 			}
 			ins := insertion{table: t, chain: c, at: len(c.Rules)}
 			requests := false // the service's requests need an accept here
-			for _, f := range sel.flows() {
+			for _, f := range sel.flows(ports) {
 				if !slices.Contains(f.hooks, c.Hook) {
 					continue
 				}
@@ -466,7 +500,7 @@ func planAccepts(rs *Ruleset, sel Selector, p *Plan) ([]insertion, error) {
 // accept from everyone after the insertion point: the accept of untracked
 // requests would open it wider than the operator did.
 func checkOpen(t *Table, c *Chain, sel Selector, at int) error {
-	for _, f := range sel.flows() {
+	for _, f := range sel.flows(nil) {
 		if !f.request {
 			continue
 		}
@@ -516,9 +550,9 @@ func isOurs(t *Table, sel Selector) bool {
 // missingNotrack returns the NOTRACK rules the ruleset lacks: a rule is
 // there when, for IPv4 and IPv6 alike, a chain before conntrack (priority
 // below -200) at its hook untracks all of its packets.
-func missingNotrack(rs *Ruleset, sel Selector) ([]notrackRule, error) {
+func missingNotrack(rs *Ruleset, sel Selector, ports []protoPort) ([]notrackRule, error) {
 	var missing []notrackRule
-	for _, n := range sel.notrackRules() {
+	for _, n := range sel.notrackRules(ports) {
 		for _, fam := range []uint8{2, 10} {
 			k := n.spec.class(n.hook, "")
 			k.nfproto, k.ctState = fam, 0
@@ -531,7 +565,7 @@ func missingNotrack(rs *Ruleset, sel Selector) ([]notrackRule, error) {
 	if len(missing) > 0 {
 		for _, t := range rs.Tables {
 			if isOurs(t, sel) {
-				return nil, fmt.Errorf("%w: table inet %s exists but does not untrack all %s traffic; delete it (nft delete table inet %s) and plan again",
+				return nil, fmt.Errorf("%w: table inet %s exists but does not untrack all the %s traffic a plan would; delete it (nft delete table inet %s) and plan again",
 					ErrConflict, t.Name, sel, t.Name)
 			}
 		}
@@ -571,7 +605,7 @@ var nftName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 // iptName accepts iptables chain names a plan can write unquoted.
 var iptName = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
 
-func buildSteps(rs *Ruleset, sel Selector, t Target, p *Plan, inserts []insertion, missing []notrackRule) error {
+func buildSteps(rs *Ruleset, sel Selector, ports []protoPort, t Target, p *Plan, inserts []insertion, missing []notrackRule) error {
 	pre := t.Prefix()
 	comment := sel.Comment()
 	tools := rs.Tools
@@ -644,9 +678,18 @@ func buildSteps(rs *Ruleset, sel Selector, t Target, p *Plan, inserts []insertio
 		"the chain would treat them as it treats unknown traffic (its policy or final reject) and the service would stop answering. " +
 		"The rule goes before the chain's first rule that looks at conntrack, so every rule above it still applies. " +
 		"From now on these packets are accepted by this chain whatever port they use"
-	if sel.Loopback {
-		acceptWhy += " (loopback traffic never leaves the host)."
-	} else {
+	switch {
+	case sel.Loopback && ports != nil:
+		acceptWhy = "Packets that are not tracked have the conntrack state UNTRACKED: they no longer match " +
+			"'ct state established,related' or 'ct state new' (--state NEW, ESTABLISHED), so without this accept rule " +
+			"the chain would treat them as it treats unknown traffic (its policy or final reject) and the service would stop answering. " +
+			"The rule goes before the chain's first rule that looks at conntrack, so every rule above it still applies. " +
+			"It accepts only untracked loopback packets to and from " + portList(ports) + ", the ports the firewall already accepts " +
+			"new loopback connections to; loopback traffic to any other port stays tracked and meets the chain's rules as before, " +
+			"so what the firewall drops on loopback it still drops."
+	case sel.Loopback:
+		acceptWhy += " (loopback traffic never leaves the host; the firewall already accepts every new loopback connection)."
+	default:
 		acceptWhy += "; the chain already accepts new connections to the port from everyone."
 	}
 	for _, cmd := range iptOrder {
@@ -663,6 +706,14 @@ func buildSteps(rs *Ruleset, sel Selector, t Target, p *Plan, inserts []insertio
 		"(priority -200), so the chains run at the raw priority, -300. A packet is tracked where it first appears: " +
 		"arriving packets in prerouting, packets this host sends in output (loopback packets are tracked when they leave, " +
 		"so loopback needs both hooks)."
+	scope := sel.String()
+	if sel.Loopback && ports != nil {
+		scope = "loopback traffic to and from " + portList(ports)
+		notrackWhy += " Only loopback traffic to and from " + portList(ports) + " is untracked (to the port, and the replies from it): " +
+			"these are the ports every chain the packets cross accepts new loopback connections to. The rest of loopback stays " +
+			"tracked: the firewall drops new loopback connections to other ports, and untracking them would need an accept " +
+			"of untracked packets that would let them through."
+	}
 	if len(missing) > 0 && tools.Nft != "" && rs.Nftables {
 		decl := []string{"create table inet " + tableName}
 		for _, h := range []Hook{HookPrerouting, HookOutput} {
@@ -680,9 +731,9 @@ func buildSteps(rs *Ruleset, sel Selector, t Target, p *Plan, inserts []insertio
 		}
 		nftLines = append(nftLines, decl...)
 		nftChanges = append(nftChanges, Change{Action: "add-table", Family: "inet", Table: tableName, Rule: strings.Join(decl, "\n"), Comment: comment})
-		nftWhat = append(nftWhat, fmt.Sprintf("stop tracking %s: table inet %s, NOTRACK at priority -300 on %s", sel, tableName, hooksOf(missing)))
+		nftWhat = append(nftWhat, fmt.Sprintf("stop tracking %s: table inet %s, NOTRACK at priority -300 on %s", scope, tableName, hooksOf(missing)))
 	} else if len(missing) > 0 {
-		steps, notes, err := iptablesNotrack(rs, sel, pre, missing)
+		steps, notes, err := iptablesNotrack(rs, sel, scope, pre, missing)
 		if err != nil {
 			return err
 		}
@@ -736,7 +787,7 @@ func nftUndo(pre, comment string, chains []string, table bool, tableName string)
 // A raw table that did not exist is created by the first rule; undo
 // empties it but cannot delete it (iptables has no command for that): the
 // returned notes say so.
-func iptablesNotrack(rs *Ruleset, sel Selector, pre string, missing []notrackRule) ([]Step, []string, error) {
+func iptablesNotrack(rs *Ruleset, sel Selector, scope, pre string, missing []notrackRule) ([]Step, []string, error) {
 	backend := BackendIptablesLegacy
 	hasLegacy, hasNft := false, false
 	for _, t := range rs.Tables {
@@ -763,7 +814,7 @@ func iptablesNotrack(rs *Ruleset, sel Selector, pre string, missing []notrackRul
 			continue
 		}
 		st := Step{Kind: StepIptables, Backend: backend,
-			What: fmt.Sprintf("stop tracking %s: NOTRACK rules in %s's raw table (priority -300) on %s", sel, cmd, hooksOf(missing))}
+			What: fmt.Sprintf("stop tracking %s: NOTRACK rules in %s's raw table (priority -300) on %s", scope, cmd, hooksOf(missing))}
 		for _, n := range missing {
 			chain := strings.ToUpper(string(n.hook))
 			args := strings.TrimSpace(n.spec.ipt()+" -m comment --comment "+strconv.Quote(comment)) + " -j NOTRACK"
@@ -791,7 +842,17 @@ func hooksOf(rules []notrackRule) string {
 
 func specsDesc(sel Selector, specs []spec) string {
 	if sel.Loopback {
-		return "loopback packets"
+		var ports []protoPort
+		for _, s := range specs {
+			pp := protoPort{s.proto, max(s.dport, s.sport)}
+			if pp.port != 0 && !slices.Contains(ports, pp) {
+				ports = append(ports, pp)
+			}
+		}
+		if len(ports) == 0 {
+			return "loopback packets"
+		}
+		return "loopback packets to and from " + portList(ports)
 	}
 	var parts []string
 	for _, s := range specs {

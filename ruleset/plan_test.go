@@ -48,7 +48,8 @@ func hasCommand(p *Plan, substr string) bool {
 
 // A chain jumped to that RETURNs sends the packets back: the stateful rule
 // after the jump still sees them, so the accept goes before it (position
-// 2), not nowhere.
+// 2), not nowhere. The firewall opens only tcp/80, so loopback is narrowed
+// to it.
 func TestPlanReturnGoesBackToTheCaller(t *testing.T) {
 	rs := iptRuleset(t, BackendIptablesLegacy, `*filter
 :INPUT DROP [0:0]
@@ -62,7 +63,8 @@ func TestPlanReturnGoesBackToTheCaller(t *testing.T) {
 COMMIT
 `, "")
 	p := mustPlan(t, rs, Loopback())
-	if !hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -m conntrack --ctstate UNTRACKED") {
+	if !hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -p tcp -m tcp --dport 80 -m conntrack --ctstate UNTRACKED") ||
+		!hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -p tcp -m tcp --sport 80 -m conntrack --ctstate UNTRACKED") {
 		t.Errorf("want the accept at INPUT position 2:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
@@ -82,7 +84,7 @@ func TestPlanStatefulInsideAJump(t *testing.T) {
 COMMIT
 `)
 	p := mustPlan(t, rs, Loopback())
-	if !hasCommand(p, "ip6tables-nft -w -I INPUT 2 -i lo -m conntrack --ctstate UNTRACKED") {
+	if !hasCommand(p, "ip6tables-nft -w -I INPUT 2 -i lo -p tcp -m tcp --dport 22 -m conntrack --ctstate UNTRACKED") {
 		t.Errorf("want the accept before the jump (position 2):\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
@@ -160,13 +162,14 @@ func TestPlanDockerRefusesLoopback(t *testing.T) {
 }
 
 // Idempotence and partial states, on an iptables ruleset whose raw table
-// already untracks loopback for IPv4 and IPv6.
+// already untracks loopback for IPv4 and IPv6. The filter opens tcp/80.
 func TestPlanAlreadyDone(t *testing.T) {
 	filter := `*filter
 :INPUT DROP [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 ACCEPT_RULE-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 80 -m state --state NEW -j ACCEPT
 COMMIT
 `
 	raw := `*raw
@@ -182,14 +185,21 @@ COMMIT
 	if p := mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", accept, 1), raw), Loopback()); !p.Empty() {
 		t.Errorf("accept and NOTRACK present: want nothing to do, got\n%s", strings.Join(p.Commands(), "\n"))
 	}
-	// NOTRACK without the accept (the broken state): only the accept rules.
+	// NOTRACK without the accept (the broken state): only the accept rules,
+	// for the port the firewall opens (loopback to any other port was
+	// dropped before the NOTRACK, and stays dropped).
 	p := mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", "", 1), raw), Loopback())
-	if len(p.Steps) != 2 || hasCommand(p, "create table") || hasCommand(p, "-j NOTRACK") || !hasCommand(p, "iptables-legacy -w -I INPUT 1") || !hasCommand(p, "ip6tables-legacy -w -I INPUT 1") {
+	if len(p.Steps) != 2 || hasCommand(p, "create table") || hasCommand(p, "-j NOTRACK") ||
+		!hasCommand(p, "iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --dport 80 -m conntrack") ||
+		!hasCommand(p, "ip6tables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --sport 80 -m conntrack") ||
+		hasCommand(p, "-I INPUT 1 -i lo -m conntrack") {
 		t.Errorf("NOTRACK present, accept missing: want the accept only, for both families:\n%s", strings.Join(p.Commands(), "\n"))
 	}
-	// The accept without NOTRACK: only the NOTRACK table.
+	// The accept without NOTRACK: only the NOTRACK table, for the open port
+	// (untracking all of lo would let the accept open every port).
 	p = mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", accept, 1), ""), Loopback())
-	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "insert rule") {
+	if len(p.Steps) != 1 || p.Steps[0].Kind != StepNft || hasCommand(p, "insert rule") ||
+		!hasCommand(p, `add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 80 notrack`) || hasCommand(p, `oif "lo" notrack`) {
 		t.Errorf("accept present, NOTRACK missing: want the NOTRACK table only:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 	// NOTRACK for IPv4 only: the nft table (inet) adds IPv6.
@@ -200,12 +210,18 @@ COMMIT
 }
 
 // nftRuleset is a native nft ruleset written as data: table inet fw with
-// an input chain whose first rule matches ct state established,related.
+// an input chain (policy drop) whose first rule matches ct state
+// established,related, and whose second accepts new connections to tcp
+// ports 80 and 8081 (nstest.DemoRuleset).
 func nftRuleset(tableName, chainName string) *Ruleset {
 	return &Ruleset{Tools: DefaultTools(), Nftables: true, Tables: []*Table{{
 		Backend: BackendNft, Family: "inet", Name: tableName,
 		Chains: []*Chain{{Name: chainName, Hook: HookInput, Type: "filter", Policy: "drop", Rules: []*Rule{
 			{Handle: 4, Index: 1, Stateful: true, Verdict: "accept", Conds: []Cond{{Field: FieldCtState, Mask: CtEstablished | CtRelated}}},
+			{Handle: 5, Index: 2, Stateful: true, Verdict: "accept", Conds: []Cond{
+				{Field: FieldL4Proto, Values: []Range{{6, 6}}},
+				{Field: FieldDPort, Values: []Range{{80, 80}, {8081, 8081}}},
+				{Field: FieldCtState, Mask: CtNew}}},
 		}}},
 	}}}
 }
@@ -215,13 +231,24 @@ func TestPlanNftBatch(t *testing.T) {
 	if len(p.Steps) != 1 {
 		t.Fatalf("want one step, got %d", len(p.Steps))
 	}
+	// The chain opens only tcp/80 and tcp/8081: loopback is untracked to
+	// and from them, and the accept takes only those untracked packets.
 	want := `ip netns exec demo nft -f - <<'EOF'
-insert rule inet fw input position 4 iif "lo" ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp dport 80 ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp sport 80 ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp dport 8081 ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp sport 8081 ct state untracked accept comment "ctdoctor notrack lo"
 create table inet ctdoctor_notrack_lo
 add chain inet ctdoctor_notrack_lo prerouting { type filter hook prerouting priority -300; policy accept; }
-add rule inet ctdoctor_notrack_lo prerouting iif "lo" notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp dport 8081 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 8081 notrack comment "ctdoctor notrack lo"
 add chain inet ctdoctor_notrack_lo output { type filter hook output priority -300; policy accept; }
-add rule inet ctdoctor_notrack_lo output oif "lo" notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 8081 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 8081 notrack comment "ctdoctor notrack lo"
 EOF`
 	if got := p.Steps[0].Commands[0]; got != want {
 		t.Errorf("batch:\n%s\nwant:\n%s", got, want)
@@ -230,7 +257,7 @@ EOF`
 	if got := p.UndoCommands(); len(got) != 1 || got[0] != wantUndo {
 		t.Errorf("undo:\n%q\nwant:\n%q", got, wantUndo)
 	}
-	if c := p.Steps[0].Changes; len(c) != 2 || c[0].Action != "insert-rule" || c[0].BeforeHandle != 4 || c[1].Action != "add-table" {
+	if c := p.Steps[0].Changes; len(c) != 5 || c[0].Action != "insert-rule" || c[0].BeforeHandle != 4 || c[4].Action != "add-table" {
 		t.Errorf("changes: %+v", c)
 	}
 }
@@ -325,7 +352,9 @@ func TestWriteScript(t *testing.T) {
 }
 
 // A verdict map whose verdicts are unknown may jump into a chain that
-// looks at conntrack: the accept goes before it.
+// looks at conntrack: an accept would go before it. It may also drop any
+// loopback packet, so the planner cannot tell which loopback ports are
+// open, and refuses loopback rather than open them all.
 func TestPlanUnknownVerdictMap(t *testing.T) {
 	rs := nftRuleset("fw", "input")
 	in := rs.Tables[0].Chains[0]
@@ -334,9 +363,12 @@ func TestPlanUnknownVerdictMap(t *testing.T) {
 	for i, r := range in.Rules {
 		r.Index = i + 1
 	}
-	p := mustPlan(t, rs, Loopback())
-	if !hasCommand(p, "insert rule inet fw input position 9 ") {
-		t.Errorf("want the accept before the verdict map (handle 9):\n%s", strings.Join(p.Commands(), "\n"))
+	k := spec{iifLo: true, proto: "tcp", dport: 80}.class(HookInput, "")
+	if o, i := walk(rs.Tables[0], in, k); o != needsAccept || i != 0 {
+		t.Errorf("walk: %v at %d, want needsAccept before the verdict map (index 0)", o, i)
+	}
+	if _, err := PlanNotrack(rs, Loopback(), Target{}); !errors.Is(err, ErrLoopbackClosed) {
+		t.Errorf("loopback: got %v, want ErrLoopbackClosed", err)
 	}
 }
 
@@ -360,11 +392,12 @@ COMMIT
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 80 -m state --state NEW -j ACCEPT
 -A OUTPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
 COMMIT
 `, "")
 	p := mustPlan(t, rs, Loopback())
-	if hasCommand(p, "-t mangle") || hasCommand(p, "-I OUTPUT") || !hasCommand(p, "iptables-legacy -w -I INPUT 1 -i lo") {
+	if hasCommand(p, "-t mangle") || hasCommand(p, "-I OUTPUT") || !hasCommand(p, "iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --dport 80") {
 		t.Errorf("want an accept in filter INPUT only:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
@@ -373,6 +406,88 @@ func TestReadBadTarget(t *testing.T) {
 	for _, spec := range []string{"a/b", "..", "/etc/hostname"} {
 		if _, err := Read(t.Context(), Target{NetNS: spec}); err == nil {
 			t.Errorf("Read(%q): want an error", spec)
+		}
+	}
+}
+
+// Loopback under a firewall that does not accept every new loopback
+// connection: NOTRACK of all of lo, with the accept of untracked loopback
+// packets it needs, would open every loopback port. The plan is narrowed
+// to the ports every chain accepts as new on lo; a firewall that accepts
+// all of lo keeps the whole-lo plan; one that opens no port is refused.
+func TestPlanLoopbackNarrowedToOpenPorts(t *testing.T) {
+	// nstest.DemoRuleset: policy drop, new connections to tcp 80 and 8081.
+	p := mustPlan(t, nftRuleset("fw", "input"), Loopback())
+	for _, bad := range []string{`iif "lo" ct state untracked accept`, `iif "lo" notrack`, `oif "lo" notrack`, "9999"} {
+		if hasCommand(p, bad) {
+			t.Errorf("narrowed plan has %q:\n%s", bad, strings.Join(p.Commands(), "\n"))
+		}
+	}
+	st := p.Steps[0]
+	for _, want := range []string{"tcp/80, tcp/8081", "stays tracked"} {
+		if !strings.Contains(st.What+st.Why, want) {
+			t.Errorf("What/Why lack %q:\n%s\n%s", want, st.What, st.Why)
+		}
+	}
+	if !strings.Contains(strings.Join(p.Notes, "\n"), "only to and from tcp/80, tcp/8081") {
+		t.Errorf("notes: %q", p.Notes)
+	}
+
+	// The same firewall with the ports opened to eth0 only, or not at all:
+	// no port is open on lo.
+	for name, rs := range map[string]*Ruleset{
+		"eth0 only": func() *Ruleset {
+			rs := nftRuleset("fw", "input")
+			r := rs.Tables[0].Chains[0].Rules[1]
+			r.Conds = append(r.Conds, Cond{Field: FieldIIFName, Names: []string{"eth0"}})
+			return rs
+		}(),
+		"established only": func() *Ruleset {
+			rs := nftRuleset("fw", "input")
+			rs.Tables[0].Chains[0].Rules = rs.Tables[0].Chains[0].Rules[:1]
+			return rs
+		}(),
+	} {
+		_, err := PlanNotrack(rs, Loopback(), Target{})
+		var re *RefusedError
+		if !errors.Is(err, ErrLoopbackClosed) || !errors.Is(err, ErrRefused) || !errors.As(err, &re) {
+			t.Errorf("%s: got %v, want ErrLoopbackClosed", name, err)
+			continue
+		}
+		if re.Rule != "inet fw chain input, policy drop" || re.Detail == "" {
+			t.Errorf("%s: refusal names %q: %s", name, re.Rule, re.Detail)
+		}
+	}
+
+	// IPv4 opens 80 and 8081, IPv6 only 8081: only 8081 is open for both.
+	v4 := `*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 80,8081 -m conntrack --ctstate NEW -j ACCEPT
+COMMIT
+`
+	v6 := strings.Replace(v4, "--dports 80,8081", "--dports 8081", 1)
+	p = mustPlan(t, iptRuleset(t, BackendIptablesNft, v4, v6), Loopback())
+	if !hasCommand(p, `oif "lo" tcp dport 8081 notrack`) || hasCommand(p, "dport 80 ") || hasCommand(p, "--dport 80 ") {
+		t.Errorf("want tcp/8081 only:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+	// An output chain that lets new loopback connections out to 8081 only.
+	p = mustPlan(t, iptRuleset(t, BackendIptablesNft, strings.Replace(v4, ":OUTPUT ACCEPT [0:0]\n", ":OUTPUT DROP [0:0]\n-A OUTPUT -p tcp --dport 8081 -j ACCEPT\n-A OUTPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\n", 1), ""), Loopback())
+	if !hasCommand(p, `oif "lo" tcp dport 8081 notrack`) || hasCommand(p, "dport 80 ") || hasCommand(p, "--dport 80 ") {
+		t.Errorf("output open to 8081 only: want tcp/8081 only:\n%s", strings.Join(p.Commands(), "\n"))
+	}
+
+	// Loopback accepted as a whole before any drop, or a policy accept with
+	// nothing dropping: the whole-lo plan.
+	for name, text := range map[string]string{
+		"iif lo accept first": strings.Replace(v4, "-A INPUT -m conntrack", "-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack", 1),
+		"policy accept":       strings.Replace(strings.Replace(v4, ":INPUT DROP", ":INPUT ACCEPT", 1), "-A INPUT -p tcp -m multiport --dports 80,8081 -m conntrack --ctstate NEW -j ACCEPT\n", "", 1),
+	} {
+		p := mustPlan(t, iptRuleset(t, BackendIptablesLegacy, text, ""), Loopback())
+		if !hasCommand(p, `add rule inet ctdoctor_notrack_lo output oif "lo" notrack`) || hasCommand(p, "dport") {
+			t.Errorf("%s: want the whole-lo NOTRACK:\n%s", name, strings.Join(p.Commands(), "\n"))
 		}
 	}
 }
