@@ -54,6 +54,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	if ee := (*exitError)(nil); err.Error() == "" && errors.As(err, &ee) {
+		return ee.code // a plugin state (ctdoctor check): all is said on stdout
+	}
 	fmt.Fprintf(stderr, "ctdoctor: %v\n", err)
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -113,7 +116,7 @@ errors, 2 on usage errors (a bad flag, argument or flag value).`,
 	root.AddCommand(newSnapshotCmd(stdout, stderr), newVersionCmd(stdout), newFindingsCmd(stdout))
 	root.AddCommand(newSimulateCmd(stdout, stderr), newPlanCmd(stdout, stderr))
 	root.AddCommand(newApplyCmd(stdout, stderr), newRollbackCmd(stdout, stderr), newHistoryCmd(stdout))
-	root.AddCommand(newExporterCmd(stdout, stderr))
+	root.AddCommand(newExporterCmd(stdout, stderr), newCheckCmd(stdout, stderr))
 	// The help and completion commands exist before Execute, so that their
 	// argument errors are usage errors too.
 	root.SetHelpCommand(newHelpCmd())
