@@ -476,3 +476,139 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// A namespace driven into a real table full, watched by a real Prometheus
+// with deploy/prometheus/rules.yml loaded: the drop counter and the
+// namespace's kernel-log counter rise, and the CtdoctorTableFull alert
+// fires (it has no 'for'). Opt-in like every test that fills a table to
+// the global max (CTDOCTOR_TABLEFULL_TEST=1, set by CI).
+func TestExporterTableFullFiresTheAlert(t *testing.T) {
+	if os.Getenv("CTDOCTOR_TABLEFULL_TEST") != "1" {
+		t.Skip("skipped: set CTDOCTOR_TABLEFULL_TEST=1 (fills a test netns to nf_conntrack_max and writes a \"table full\" line to the kernel log)")
+	}
+	n := nstest.New(t, "conntrack", "nft", "ping", "prometheus")
+	n.Track()
+	n.FillAssured(nstest.GlobalMax(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []net.Addr, 1)
+	o := &exporterOptions{listen: []string{"127.0.0.1:0"}, maxRequests: 40, netns: []string{n.Name}, maxNetNS: 16,
+		breakdownInterval: time.Second, discoveryInterval: 15 * time.Second, top: 10, logLevel: "warn",
+		ready: func(a []net.Addr) { ready <- a }}
+	var stderr bytes.Buffer
+	errc := make(chan error, 1)
+	go func() { errc <- runExporter(ctx, o, &stderr) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("exporter: %v", err)
+		}
+	}()
+	var addr string
+	select {
+	case a := <-ready:
+		addr = a[0].String()
+	case err := <-errc:
+		t.Fatalf("exporter: %v", err)
+	}
+	rules, err := filepath.Abs("../../deploy/prometheus/rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: ctdoctor\n    static_configs:\n      - targets: ['%s']\n", rules, addr)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	promAddr := freeAddr(t)
+	prom := exec.Command("prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr)
+	var promLog bytes.Buffer
+	prom.Stdout, prom.Stderr = &promLog, &promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		prom.Process.Signal(syscall.SIGTERM)
+		prom.Wait()
+	}()
+	query := func(q string) float64 {
+		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data struct {
+				Result []struct {
+					Value [2]any `json:"value"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&r) != nil || len(r.Data.Result) != 1 {
+			return -1
+		}
+		s, _ := r.Data.Result[0].Value[1].(string)
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return -1
+		}
+		return v
+	}
+	firing := func() bool {
+		resp, err := http.Get("http://" + promAddr + "/api/v1/alerts")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data struct {
+				Alerts []struct {
+					Labels map[string]string `json:"labels"`
+					State  string            `json:"state"`
+				} `json:"alerts"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&r) != nil {
+			return false
+		}
+		for _, a := range r.Data.Alerts {
+			if a.Labels["alertname"] == "CtdoctorTableFull" && a.Labels["netns"] == n.Name && a.State == "firing" {
+				return true
+			}
+		}
+		return false
+	}
+	sel := fmt.Sprintf(`{netns=%q}`, n.Name)
+	// Drop packets: a ping every 6 s outlasts the kernel's log rate limit.
+	var drops, events float64
+	alert := false
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); {
+		if out, err := n.Output("ping", "-c1", "-W1", "127.0.0.1"); err == nil {
+			t.Fatalf("ping got through a full table:\n%s", out)
+		}
+		for wait := time.Now().Add(6 * time.Second); time.Now().Before(wait); time.Sleep(500 * time.Millisecond) {
+			drops = query("ctdoctor_conntrack_stat_drop_total" + sel)
+			events = query("ctdoctor_conntrack_kernel_log_table_full_events_total" + sel)
+			alert = alert || firing()
+			if drops > 0 && events > 0 && alert {
+				break
+			}
+		}
+		if drops > 0 && events > 0 && alert {
+			break
+		}
+	}
+	if drops <= 0 {
+		t.Errorf("Prometheus: drop counter %v after drops in a full table", drops)
+	}
+	if events <= 0 {
+		t.Errorf("Prometheus: kernel-log table-full events of the namespace %v", events)
+	}
+	if !alert {
+		t.Errorf("CtdoctorTableFull did not fire for netns %s\nexporter log:\n%s\nprometheus log:\n%s", n.Name, stderr.String(), promLog.String())
+	}
+	if u := query("ctdoctor_conntrack_usage_ratio" + sel); u != 1 {
+		t.Errorf("usage ratio %v, want 1 (filled to the global max)", u)
+	}
+}
