@@ -3,6 +3,7 @@ package tune
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
@@ -84,7 +85,10 @@ func stepTitle(m analyze.TrafficMatch, s ruleset.Step) string {
 	for _, c := range s.Changes {
 		switch c.Action {
 		case "insert-rule":
-			chains = append(chains, strings.TrimSpace(string(c.Family)+" "+c.Table+" "+c.Chain))
+			// Several rules may go into one chain: name it once.
+			if ch := strings.TrimSpace(string(c.Family) + " " + c.Table + " " + c.Chain); !slices.Contains(chains, ch) {
+				chains = append(chains, ch)
+			}
 		case "add-table", "add-rule":
 			table = true
 		}
