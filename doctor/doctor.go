@@ -13,6 +13,7 @@ import (
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/host"
 	"github.com/ctdoctor/ctdoctor/host/ctnetlink"
+	"github.com/ctdoctor/ctdoctor/tune"
 )
 
 // ErrInput is wrapped by the error Diagnose returns for an inconsistent Input.
@@ -265,6 +266,9 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 	// plan` shows, for this kernel, these files and this firewall.
 	if p, err := Plan(ctx, in, res, PlanOptions{}); err == nil {
 		applyPlanFixes(rep, p)
+		if kind == "live" && !snap.NetNS.Init && in.NetNS != "" {
+			inNamespace(rep, tune.Target{NetNS: in.NetNS}.Prefix())
+		}
 	} else {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("fixes: %v", err))
 	}

@@ -166,6 +166,30 @@ func stepMakes(s tune.Step, f *analyze.Finding) bool {
 	return false
 }
 
+// inNamespace makes the advice lines the planner did not write (those of
+// findings without changes, and the advice beside changes) run in the
+// diagnosed namespace: a per-namespace sysctl (net.*) gets the prefix, and
+// appending it to the host's sysctl.d — which never reaches a namespace —
+// becomes a note on where such a setting persists.
+func inNamespace(r *analyze.Report, prefix string) {
+	if prefix == "" {
+		return
+	}
+	for i := range r.Findings {
+		f := r.Findings[i].Fixes
+		for j, l := range f {
+			switch {
+			case strings.HasPrefix(l, "sysctl -w net."):
+				f[j] = prefix + l
+			case strings.HasPrefix(l, "echo 'net.") && strings.Contains(l, ">> /etc/sysctl"):
+				key, _, _ := strings.Cut(strings.TrimPrefix(l, "echo '"), " ")
+				f[j] = "# " + key + " is this namespace's own: it persists wherever the namespace is made " +
+					"(docker run --sysctl, a pod's securityContext.sysctls, the script that runs ip netns add), not in the host's /etc/sysctl.d"
+			}
+		}
+	}
+}
+
 // isChangeLine reports whether a fix line is one of the change commands
 // analyze prints for a Change (sysctls, the hash size, NOTRACK rules and
 // their headings), which the plan's commands replace.
