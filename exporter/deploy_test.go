@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -195,4 +196,154 @@ func exportedNames(t *testing.T) map[string]bool {
 		t.Fatalf("found only %d exported metric names: the description parse is broken", len(exported))
 	}
 	return exported
+}
+
+// The systemd units pass `systemd-analyze verify` without a word, and the
+// service keeps exactly the capabilities the privileges list names.
+func TestSystemdUnits(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("skipped: systemd-analyze is not installed (apt-get install systemd)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range [][]string{
+		{"ctdoctor-exporter.service"},
+		{"socket-activated/ctdoctor-exporter.socket", "socket-activated/ctdoctor-exporter.service"},
+	} {
+		dir := t.TempDir()
+		var names []string
+		for _, f := range set {
+			b, err := os.ReadFile(filepath.Join("../deploy/systemd", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			unit := string(b)
+			if strings.HasSuffix(f, ".service") {
+				for _, want := range []string{"NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes",
+					"CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_SYSLOG",
+					"AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_SYSLOG", "RestrictNamespaces=net"} {
+					if !strings.Contains(unit, "\n"+want+"\n") {
+						t.Errorf("%s: no %s", f, want)
+					}
+				}
+			}
+			// verify checks that ExecStart= is executable: point it at this binary.
+			unit = strings.ReplaceAll(unit, "/usr/local/bin/ctdoctor", exe)
+			name := filepath.Base(f)
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(unit), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, name)
+		}
+		cmd := exec.Command("systemd-analyze", append([]string{"verify"}, names...)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("systemd-analyze verify %v: %v\n%s", set, err, out)
+		}
+	}
+	b, _ := os.ReadFile("../deploy/systemd/socket-activated/ctdoctor-exporter.socket")
+	if !strings.Contains(string(b), fmt.Sprintf("ListenStream=%d", DefaultPort)) {
+		t.Errorf("the socket does not listen on the default port %d", DefaultPort)
+	}
+}
+
+// The Kubernetes manifests hold a DaemonSet in the host's network and PID
+// namespaces with only the capabilities the privileges list names, a
+// read-only root filesystem and resource requests and limits, a Service
+// and a ServiceMonitor whose ports agree, on the exporter's default port.
+// (Checked field by field: the Kubernetes API types are not a dependency.)
+func TestKubernetesManifests(t *testing.T) {
+	f, err := os.Open("../deploy/kubernetes/ctdoctor-exporter.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	docs := map[string]map[string]any{}
+	dec := yaml.NewDecoder(f)
+	for {
+		var d map[string]any
+		if err := dec.Decode(&d); err != nil {
+			if err.Error() == "EOF" {
+				break
+			}
+			t.Fatal(err)
+		}
+		kind, _ := d["kind"].(string)
+		if d["apiVersion"] == nil || kind == "" || dig(d, "metadata", "name") == nil {
+			t.Errorf("a document without apiVersion, kind or name: %v", d)
+		}
+		docs[kind] = d
+	}
+	for _, k := range []string{"Namespace", "DaemonSet", "Service", "ServiceMonitor"} {
+		if docs[k] == nil {
+			t.Fatalf("no %s", k)
+		}
+	}
+	ds := docs["DaemonSet"]
+	if dig(ds, "apiVersion") != "apps/v1" || dig(ds, "spec", "template", "spec", "hostNetwork") != true || dig(ds, "spec", "template", "spec", "hostPID") != true {
+		t.Error("the DaemonSet must be apps/v1 with hostNetwork and hostPID")
+	}
+	sel, tmpl := dig(ds, "spec", "selector", "matchLabels", "app.kubernetes.io/name"), dig(ds, "spec", "template", "metadata", "labels", "app.kubernetes.io/name")
+	if sel == nil || sel != tmpl {
+		t.Errorf("selector %v does not match the template's labels %v", sel, tmpl)
+	}
+	cs, _ := dig(ds, "spec", "template", "spec", "containers").([]any)
+	if len(cs) != 1 {
+		t.Fatalf("%d containers", len(cs))
+	}
+	c := cs[0].(map[string]any)
+	sc := dig(c, "securityContext")
+	if dig(sc, "readOnlyRootFilesystem") != true || dig(sc, "allowPrivilegeEscalation") != false || dig(sc, "privileged") != false {
+		t.Errorf("securityContext %v: want a read-only root, no privilege escalation, not privileged", sc)
+	}
+	if got := fmt.Sprint(dig(sc, "capabilities", "drop")); got != "[ALL]" {
+		t.Errorf("capabilities drop %s, want [ALL]", got)
+	}
+	if got := fmt.Sprint(dig(sc, "capabilities", "add")); got != "[NET_ADMIN SYS_ADMIN SYS_PTRACE SYSLOG]" {
+		t.Errorf("capabilities add %s, want the four the exporter uses", got)
+	}
+	for _, k := range []string{"cpu", "memory"} {
+		if dig(c, "resources", "requests", k) == nil {
+			t.Errorf("no %s request", k)
+		}
+	}
+	if dig(c, "resources", "limits", "memory") == nil {
+		t.Error("no memory limit")
+	}
+	ports, _ := dig(c, "ports").([]any)
+	if len(ports) != 1 || dig(ports[0], "containerPort") != DefaultPort || dig(ports[0], "name") != "metrics" {
+		t.Errorf("container ports %v, want metrics on %d", ports, DefaultPort)
+	}
+	if args := fmt.Sprint(dig(c, "args")); !strings.Contains(args, fmt.Sprintf(":%d", DefaultPort)) || !strings.Contains(args, "exporter") {
+		t.Errorf("args %s", args)
+	}
+	svcPorts, _ := dig(docs["Service"], "spec", "ports").([]any)
+	if len(svcPorts) != 1 || dig(svcPorts[0], "targetPort") != "metrics" || dig(svcPorts[0], "port") != DefaultPort {
+		t.Errorf("Service ports %v", svcPorts)
+	}
+	if dig(docs["Service"], "spec", "selector", "app.kubernetes.io/name") != sel {
+		t.Error("the Service does not select the DaemonSet's pods")
+	}
+	eps, _ := dig(docs["ServiceMonitor"], "spec", "endpoints").([]any)
+	if len(eps) != 1 || dig(eps[0], "port") != dig(svcPorts[0], "name") {
+		t.Errorf("ServiceMonitor endpoints %v do not name the Service's port", eps)
+	}
+	if dig(docs["ServiceMonitor"], "spec", "selector", "matchLabels", "app.kubernetes.io/name") != dig(docs["Service"], "metadata", "labels", "app.kubernetes.io/name") {
+		t.Error("the ServiceMonitor does not select the Service")
+	}
+}
+
+// dig walks nested maps.
+func dig(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
 }
