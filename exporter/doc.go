@@ -23,6 +23,7 @@
 //	                                                       matched by header name in
 //	                                                       /proc/net/stat/nf_conntrack, or over
 //	                                                       ctnetlink where that file does not exist
+//	ctdoctor_conntrack_cpu_stat_<name>_total{cpu} counter  the same per CPU, with --per-cpu (Options.PerCPU)
 //	ctdoctor_conntrack_stats_info{source}         gauge    1; source is "proc" or "netlink"
 //	ctdoctor_conntrack_kernel_log_table_full_events_total  counter  the kernel log's "table full,
 //	                                                       dropping packet" events of the namespace

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,9 @@ type Options struct {
 	TopServices int
 	// NoKernelLog does not follow the kernel log (no table-full event counter).
 	NoKernelLog bool
+	// PerCPU also exports every counter per CPU (ctdoctor_conntrack_cpu_stat_*,
+	// one series per CPU and counter).
+	PerCPU bool
 	// Logger receives what fails in the background (nil: discarded).
 	Logger *slog.Logger
 	// Diagnose, when set, makes the background diagnosis of the namespace
@@ -313,6 +317,16 @@ func (e *Exporter) collectTarget(t *target) []prometheus.Metric {
 		for f := conntrack.StatField(0); f < conntrack.NumStatFields; f++ {
 			if d.stat[f] != nil && r.stats.Has(f) {
 				out = append(out, counter(d.stat[f], float64(r.stats.Values[f]), t.label))
+			}
+		}
+		if e.opt.PerCPU {
+			for cpu, st := range r.perCPU {
+				c := strconv.Itoa(cpu)
+				for f := conntrack.StatField(0); f < conntrack.NumStatFields; f++ {
+					if d.cpuStat[f] != nil && st.Has(f) {
+						out = append(out, counter(d.cpuStat[f], float64(st.Values[f]), t.label, c))
+					}
+				}
 			}
 		}
 	}

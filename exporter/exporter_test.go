@@ -363,3 +363,37 @@ func TestAllNetNSDiscovery(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 }
+
+// With PerCPU every counter is also exported per CPU: one series per line
+// of /proc/net/stat/nf_conntrack, adding up to the summed counter.
+func TestPerCPUCounters(t *testing.T) {
+	n := nstest.New(t, "nft", "ping")
+	n.Track()
+	n.Run("ping", "-c", "3", "-i", "0.2", "127.0.0.1")
+	e, err := New(Options{NetNS: []string{n.Name}, PerCPU: true, BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs := scrape(t, serve(t, e))
+	lines := strings.Split(strings.TrimSpace(n.Run("cat", "/proc/net/stat/nf_conntrack")), "\n")
+	cpus := len(lines) - 1
+	for _, name := range []string{"insert", "found", "invalid", "drop", "search_restart"} {
+		mf := mfs["ctdoctor_conntrack_cpu_stat_"+name+"_total"]
+		if mf == nil || len(mf.Metric) != cpus {
+			t.Errorf("%s: %v per-CPU series, want %d", name, mf, cpus)
+			continue
+		}
+		var sum float64
+		for _, m := range mf.Metric {
+			sum += m.Counter.GetValue()
+		}
+		if total := mustValue(t, mfs, "ctdoctor_conntrack_stat_"+name+"_total", "netns="+n.Name); sum != total {
+			t.Errorf("%s: per-CPU series add up to %v, the total is %v", name, sum, total)
+		}
+	}
+	// Off by default.
+	e2, _ := New(Options{NetNS: []string{n.Name}, BreakdownInterval: -1, NoKernelLog: true})
+	if _, ok := scrape(t, serve(t, e2))["ctdoctor_conntrack_cpu_stat_drop_total"]; ok {
+		t.Error("per-CPU series without PerCPU")
+	}
+}

@@ -43,6 +43,7 @@ type descs struct {
 	entries, limit, buckets, usage *prometheus.Desc
 	statsInfo                      *prometheus.Desc
 	stat                           [conntrack.NumStatFields]*prometheus.Desc
+	cpuStat                        [conntrack.NumStatFields]*prometheus.Desc
 	logEvents                      *prometheus.Desc
 
 	listed, protocol, tcpState, assured, unreplied, loopback, nat *prometheus.Desc
@@ -73,6 +74,9 @@ func newDescs(interval time.Duration) *descs {
 			help += ": " + s
 		}
 		d.stat[f] = prometheus.NewDesc(nsConntrack+"stat_"+f.String()+"_total", help+". Read on every scrape; only the counters this kernel has are exported.", ns, nil)
+		d.cpuStat[f] = prometheus.NewDesc(nsConntrack+"cpu_stat_"+f.String()+"_total",
+			fmt.Sprintf("The kernel's conntrack counter %q of each CPU (--per-cpu); ctdoctor_conntrack_stat_%s_total is their sum.", f.String(), f.String()),
+			[]string{"netns", "cpu"}, nil)
 	}
 	cached := fmt.Sprintf(" Cached: counted by a background listing of the whole table every %s (--breakdown-interval), never during a scrape, so the value is up to %s plus one listing old (see ctdoctor_exporter_breakdown_timestamp_seconds). Listing the entries needs CAP_NET_ADMIN.", interval, interval)
 	d.listed = prometheus.NewDesc(nsConntrack+"listed_entries", "Entries the last background listing read."+cached, ns, nil)
@@ -101,6 +105,11 @@ func (d *descs) describe(ch chan<- *prometheus.Desc) {
 		ch <- x
 	}
 	for _, x := range d.stat {
+		if x != nil {
+			ch <- x
+		}
+	}
+	for _, x := range d.cpuStat {
 		if x != nil {
 			ch <- x
 		}

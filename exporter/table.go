@@ -24,6 +24,7 @@ type tableRead struct {
 	active              bool
 	count, max, buckets int64 // -1: unknown
 	stats               *conntrack.Stats
+	perCPU              []conntrack.Stats
 	statsSource         string // "proc" or "netlink"
 	statsErr            error
 }
@@ -82,7 +83,7 @@ func readTable(nsPath string) (tableRead, error) {
 			break
 		}
 		t := conntrack.SumStats(per)
-		r.stats, r.statsSource = &t, "proc"
+		r.stats, r.statsSource, r.perCPU = &t, "proc", per
 	case statsMissing:
 		per, err := netlinkStats(nsPath)
 		if err != nil {
@@ -90,7 +91,7 @@ func readTable(nsPath string) (tableRead, error) {
 			break
 		}
 		t := conntrack.SumStats(per)
-		r.stats, r.statsSource = &t, "netlink"
+		r.stats, r.statsSource, r.perCPU = &t, "netlink", per
 	}
 	return r, nil
 }

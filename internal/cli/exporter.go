@@ -39,6 +39,7 @@ type exporterOptions struct {
 	discoveryInterval time.Duration
 	top               int
 	noLog             bool
+	perCPU            bool
 	logLevel          string
 
 	// ready, when set (tests), is called with the addresses listened on
@@ -152,6 +153,7 @@ start (a port in use, a malformed --web.config.file), 2 on usage errors.`,
 	f.DurationVar(&o.discoveryInterval, "netns-discovery-interval", exporter.DefaultDiscoveryInterval, "how often the namespaces are looked up again")
 	f.IntVar(&o.top, "top", exporter.DefaultTopServices, fmt.Sprintf("export the top `K` services by entries, plus \"other\" (1 to %d)", exporter.MaxTopServices))
 	f.BoolVar(&o.noLog, "no-log", false, "do not follow the kernel log (no table-full event counter)")
+	f.BoolVar(&o.perCPU, "per-cpu", false, "also export every counter per CPU (one series per CPU and counter)")
 	f.StringVar(&o.logLevel, "log.level", "info", "log `LEVEL`: debug, info, warn or error")
 	_ = c.RegisterFlagCompletionFunc("netns", completeNetNS)
 	_ = c.RegisterFlagCompletionFunc("log.level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
@@ -217,7 +219,7 @@ func runExporter(ctx context.Context, o *exporterOptions, stderr io.Writer) erro
 	}
 	exp, err := exporter.New(exporter.Options{NetNS: o.netns, AllNetNS: o.allNetNS, MaxNetNS: o.maxNetNS,
 		DiscoveryInterval: o.discoveryInterval, BreakdownInterval: interval, TopServices: o.top,
-		NoKernelLog: o.noLog, Logger: logger, Diagnose: childDiagnose})
+		NoKernelLog: o.noLog, PerCPU: o.perCPU, Logger: logger, Diagnose: childDiagnose})
 	if err != nil {
 		return usageError(nil, err)
 	}
