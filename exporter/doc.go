@@ -58,9 +58,10 @@
 // present: at most 256), 11 TCP states, 4 flag gauges, K+1 services
 // ([Options].TopServices, default 10, at most 100), 28 finding series (the
 // sum of every catalogue id's severities), 1 time to full and 7 exporter
-// series: about 90 series with the defaults, 180 at K = 100. Namespaces
-// are bounded by [Options].MaxNetNS (256 by default). No label carries an
-// address, so the budget does not grow with traffic.
+// series: about 90 series with the defaults, 180 at K = 100 (and with
+// PerCPU, 17 more per CPU). Namespaces are bounded by [Options].MaxNetNS
+// (256 by default). No label carries an address, so the budget does not
+// grow with traffic.
 //
 // # Cost model
 //
@@ -73,7 +74,10 @@
 // diagnosis (doctor.Run: a streaming netlink dump, a second counter
 // sample one second later for rates, the kernel log) on one namespace at
 // a time and caches the resulting metrics; a scrape never waits for it
-// and never lists entries. Memory: one listing at a time, streamed
+// and never lists entries. [Options].Diagnose moves that diagnosis
+// elsewhere: `ctdoctor exporter` runs it as `ctdoctor -o json` in a child
+// process at nice 10, so that it yields the CPU to scrapes and its memory
+// is returned when it ends. Memory: one listing at a time, streamed
 // without keeping entries (analyze.Accumulator grows with distinct
 // addresses and services, not entries), plus the cached metrics (about
 // 90 values per namespace) and the kernel log's event runs (bounded:
