@@ -67,7 +67,7 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 		cur := strconv.FormatInt(s.Current, 10)
 		val := strconv.FormatInt(s.Proposed, 10)
 		st := Step{Finding: s.Finding, Evidence: s.Evidence, Scope: scope, Key: name, Current: cur, Proposed: val,
-			Title: fmt.Sprintf("set %s to %s (now %s)", name, val, cur), Reason: s.Reason, CostBytes: s.CostBytes,
+			Title: fmt.Sprintf("set %s to %s (now %s)", name, val, nowText(cur)), Reason: s.Reason, CostBytes: s.CostBytes,
 			Commands: []string{prefix + "sysctl -w " + name + "=" + val},
 			Actions:  []Action{{Kind: KindSysctl, Path: SysctlPath(name), Expect: cur, Value: val}}}
 		if scope == ScopeGlobal || t.Init {
@@ -93,6 +93,15 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 		steps = append(steps, st...)
 	}
 	return steps, skipped, nil
+}
+
+// nowText is a current value for a title: "unknown" when it was not read
+// (a bare listing holds no settings).
+func nowText(cur string) string {
+	if strings.HasPrefix(cur, "-") {
+		return "unknown"
+	}
+	return cur
 }
 
 // persistSysctls writes the settings into the file that wins at boot, and
