@@ -712,7 +712,8 @@ func buildSteps(rs *Ruleset, sel Selector, ports []protoPort, t Target, p *Plan,
 		notrackWhy += " Only loopback traffic to and from " + portList(ports) + " is untracked (to the port, and the replies from it): " +
 			"these are the ports every chain the packets cross accepts new loopback connections to. The rest of loopback stays " +
 			"tracked: the firewall drops new loopback connections to other ports, and untracking them would need an accept " +
-			"of untracked packets that would let them through."
+			"of untracked packets that would let them through. Replies are told apart by their source port alone: " +
+			"a local program that sends from one of these ports (as its source port) is untracked and accepted too."
 	}
 	if len(missing) > 0 && tools.Nft != "" && rs.Nftables {
 		decl := []string{"create table inet " + tableName}
