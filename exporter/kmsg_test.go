@@ -10,21 +10,22 @@ import (
 
 // records hands out one /dev/kmsg record per Read, like the device; an
 // empty record stands for an EPIPE (records overwritten); at the end it
-// blocks until closed.
+// says so on drained (the follower has counted every record by then: it
+// reads the next only after counting the last) and blocks until closed.
 type records struct {
-	recs   []string
-	closed chan struct{}
-	read   chan struct{} // one value per record handed out
+	recs    []string
+	closed  chan struct{}
+	drained chan struct{}
 }
 
 func (r *records) Read(p []byte) (int, error) {
 	if len(r.recs) == 0 {
+		close(r.drained)
 		<-r.closed
 		return 0, os.ErrClosed
 	}
 	rec := r.recs[0]
 	r.recs = r.recs[1:]
-	defer func() { r.read <- struct{}{} }()
 	if rec == "" {
 		return 0, syscall.EPIPE
 	}
@@ -48,14 +49,12 @@ func TestKernelLogCountsEventsPerNamespace(t *testing.T) {
 		"4,152," + at(502) + ",-;nf_conntrack: nf_conntrack: table full, dropping packet\n",
 		"4,153," + at(503) + ",-;nf_conntrack: nf_conntrack: table full, dropping packet\n",
 	}
-	src := &records{recs: recs, closed: make(chan struct{}), read: make(chan struct{}, len(recs))}
+	src := &records{recs: recs, closed: make(chan struct{}), drained: make(chan struct{})}
 	k := newKernelLog()
 	k.active = true
 	done := make(chan struct{})
 	go func() { k.follow(src, boot); close(done) }()
-	for range recs {
-		<-src.read
-	}
+	<-src.drained
 	// A namespace created at 300 s has inode 4026532400 now: the events
 	// at 100 and 102 s were an earlier namespace's with the same number.
 	reused := &target{label: "web", inode: 4026532400, created: boot.Add(300 * time.Second)}
