@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -64,8 +65,10 @@ func TestCheckFullTableIsCritical(t *testing.T) {
 // then holds this run's counters. A counter that went back gives no rate.
 func TestCheckRatesFromTheStateFile(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state.json")
+	var wrote time.Time
 	write := func(drop uint64, ago time.Duration) {
-		b, _ := json.Marshal(checkState{At: time.Now().Add(-ago), NetNS: "init",
+		wrote = time.Now().Add(-ago)
+		b, _ := json.Marshal(checkState{At: wrote, NetNS: "init",
 			Counters: map[string]uint64{"drop": drop, "early_drop": 5675, "insert_failed": 0}})
 		if err := os.WriteFile(state, b, 0o644); err != nil {
 			t.Fatal(err)
@@ -81,15 +84,17 @@ func TestCheckRatesFromTheStateFile(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no drop_per_second perfdata:\n%s", out)
 	}
-	if r, _ := strconv.ParseFloat(m[1], 64); r < 9.9 || r > 10 {
-		t.Errorf("drop rate %v, want 600/60 s = 10 (a little less: the run took time)", r)
-	}
 	if !strings.Contains(out, "'early_drop_per_second'=0;0;;0") {
 		t.Errorf("early_drop rate:\n%s", out)
 	}
 	s, err := readCheckState(state)
 	if err != nil || s.Counters["drop"] != 12107 || time.Since(s.At) > time.Minute {
-		t.Errorf("state after the run: %+v, %v", s, err)
+		t.Fatalf("state after the run: %+v, %v", s, err)
+	}
+	// 600 drops over the time between the two runs' reports (a little over 60 s).
+	want := 600 / s.At.Sub(wrote).Seconds()
+	if r, _ := strconv.ParseFloat(m[1], 64); math.Abs(r-want) > 0.006 || want > 10 || want < 9 {
+		t.Errorf("drop rate %v, want 600 / %.3f s = %.3f", r, s.At.Sub(wrote).Seconds(), want)
 	}
 	// The same counters again: no drops since, OK.
 	code, out = runCheckArgs(t, args...)
