@@ -79,6 +79,7 @@ type Exporter struct {
 	mu      sync.Mutex
 	targets []*target
 	bd      map[string]*breakdownState // by target key
+	warned  map[string]bool            // the discovery warnings logged last time
 
 	// Concurrent scrapes share one collection (see collectShared).
 	cmu         sync.Mutex
@@ -188,11 +189,17 @@ func (e *Exporter) Wait() { e.wg.Wait() }
 // those that are still there.
 func (e *Exporter) rediscover() {
 	ts, warnings := discover(e.opt.NetNS, e.opt.AllNetNS, e.opt.MaxNetNS)
-	for _, w := range warnings {
-		e.log.Warn(w)
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Say each warning once, not at every discovery.
+	seen := map[string]bool{}
+	for _, w := range warnings {
+		seen[w] = true
+		if !e.warned[w] {
+			e.log.Warn(w)
+		}
+	}
+	e.warned = seen
 	keep := map[string]bool{}
 	for _, t := range ts {
 		keep[t.key()] = true
