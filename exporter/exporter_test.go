@@ -421,3 +421,34 @@ func TestPerCPUCounters(t *testing.T) {
 		t.Error("per-CPU series without PerCPU")
 	}
 }
+
+// Where /proc/net/stat/nf_conntrack is absent the counters come over
+// ctnetlink: the same numbers, for the same namespace, as the procfs file
+// (read here, where it exists).
+func TestNetlinkCountersMatchProcfs(t *testing.T) {
+	n := nstest.New(t, "nft", "ping")
+	n.Track()
+	n.Run("ping", "-c", "3", "-i", "0.2", "127.0.0.1")
+	r, err := readTable(n.Path())
+	if err != nil || r.statsSource != "proc" {
+		t.Fatalf("readTable: %v, source %q", err, r.statsSource)
+	}
+	per, err := netlinkStats(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nl := conntrack.SumStats(per)
+	compared := 0
+	for f := conntrack.StatField(1); f < conntrack.NumStatFields; f++ {
+		if !nl.Has(f) || !r.stats.Has(f) {
+			continue
+		}
+		if nl.Values[f] != r.stats.Values[f] {
+			t.Errorf("%s: netlink %d, procfs %d", f, nl.Values[f], r.stats.Values[f])
+		}
+		compared++
+	}
+	if compared < 8 {
+		t.Errorf("compared only %d counters", compared)
+	}
+}
