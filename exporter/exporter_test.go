@@ -452,3 +452,29 @@ func TestNetlinkCountersMatchProcfs(t *testing.T) {
 		t.Errorf("compared only %d counters", compared)
 	}
 }
+
+// A namespace given twice, or a name that does not resolve given twice,
+// is watched once: duplicate series would fail the scrape.
+func TestDuplicateNamespacesWatchedOnce(t *testing.T) {
+	n := nstest.New(t, "nft")
+	n.Track()
+	e, err := New(Options{NetNS: []string{n.Name, n.Name, n.Path(), "ctdtest-missing", "ctdtest-missing"}, BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	if _, err := reg.Gather(); err != nil {
+		t.Errorf("gather: %v", err)
+	}
+	mfs := scrape(t, serve(t, e))
+	if got := len(mfs["ctdoctor_conntrack_entries"].Metric); got != 1 {
+		t.Errorf("%d entries series for one namespace given three times", got)
+	}
+	if v := mustValue(t, mfs, "ctdoctor_exporter_up", "collector=table", "netns=ctdtest-missing"); v != 0 {
+		t.Errorf("missing namespace: up %v", v)
+	}
+	if got := len(mfs["ctdoctor_exporter_up"].Metric); got != 3 {
+		t.Errorf("%d up series, want 3 (table and stats of the namespace, table of the missing one)", got)
+	}
+}

@@ -66,13 +66,17 @@ func isDigits(s string) bool {
 func discover(specs []string, all bool, limit int) (out []*target, warnings []string) {
 	own, ownErr := host.ResolveNetNS("")
 	seen := map[uint64]bool{}
+	labels := map[string]bool{}
 	add := func(t *target) bool {
+		// One target per namespace and per label: two series with the
+		// same labels would make the scrape fail.
+		if (t.inode != 0 && seen[t.inode]) || labels[t.label] {
+			return false
+		}
 		if t.inode != 0 {
-			if seen[t.inode] {
-				return false
-			}
 			seen[t.inode] = true
 		}
+		labels[t.label] = true
 		if limit > 0 && len(out) >= limit {
 			warnings = append(warnings, fmt.Sprintf("network namespace %s left out: more than %d namespaces (--max-netns)", t.label, limit))
 			return false
