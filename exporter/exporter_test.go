@@ -146,6 +146,12 @@ func TestMetricsFollowConntrackUnderLoad(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Every metric, the cached ones included, is described and consistent.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	if _, err := reg.Gather(); err != nil {
+		t.Errorf("pedantic gather: %v", err)
+	}
 	states, protos, services, listed := conntrackL(t, n)
 	if got := int64(mustValue(t, mfs, "ctdoctor_conntrack_listed_entries", label)); got != listed {
 		t.Errorf("listed %d, conntrack -L lists %d", got, listed)
