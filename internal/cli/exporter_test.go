@@ -612,3 +612,29 @@ func TestExporterTableFullFiresTheAlert(t *testing.T) {
 		t.Errorf("usage ratio %v, want 1 (filled to the global max)", u)
 	}
 }
+
+// --web.config.file is exporter-toolkit's: with basic auth in it, /metrics
+// needs the password.
+func TestExporterBasicAuth(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "web.yml")
+	// bcrypt of "conntrack", cost 10.
+	if err := os.WriteFile(cfg, []byte("basic_auth_users:\n  prom: $2a$10$O7ZeHLRXeZpcumv530Dg..yiPmEkq1Bwtt5G4539QbO4eyq5expFy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startExporter(t, "", "--no-log", "--breakdown-interval", "0", "--web.listen-address", "127.0.0.1:0", "--web.config.file", cfg)
+	if code, _ := httpGet(t, "http://"+c.addr+"/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("without a password: HTTP %d, want 401", code)
+	}
+	for pass, want := range map[string]int{"wrong": http.StatusUnauthorized, "conntrack": http.StatusOK} {
+		req, _ := http.NewRequest("GET", "http://"+c.addr+"/metrics", nil)
+		req.SetBasicAuth("prom", pass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("password %q: HTTP %d, want %d", pass, resp.StatusCode, want)
+		}
+	}
+}
