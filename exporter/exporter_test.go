@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -482,5 +483,46 @@ func TestDuplicateNamespacesWatchedOnce(t *testing.T) {
 	}
 	if got := len(mfs["ctdoctor_exporter_up"].Metric); got != 3 {
 		t.Errorf("%d up series, want 3 (table and stats of the namespace, table of the missing one)", got)
+	}
+}
+
+// HandlerOptions.MaxRequests (--web.max-requests) answers 503 to the
+// requests beyond it while they are all in flight.
+func TestMaxRequests(t *testing.T) {
+	e, err := New(Options{BreakdownInterval: -1, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, hold := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.beforeRead = func() { once.Do(func() { close(entered); <-hold }) }
+	h, err := e.Handler(HandlerOptions{MaxRequests: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			first <- -1
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-entered
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a second request beyond the limit: HTTP %d, want 503", resp.StatusCode)
+	}
+	close(hold)
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("the first request: HTTP %d", code)
 	}
 }
