@@ -553,42 +553,17 @@ func roundWall(d time.Duration) string {
 // far. Like progress, it starts after half a second and prints nothing
 // when stderr is not a terminal.
 type simProgress struct {
-	w           io.Writer
-	name        string
-	total       time.Duration
-	est         float64 // the packets the estimate expects
-	now         atomic.Int64
-	packets     atomic.Uint64
-	stop, ended chan struct{}
+	name    string
+	total   time.Duration
+	est     float64 // the packets the estimate expects
+	now     atomic.Int64
+	packets atomic.Uint64
+	status  *statusLine
 }
 
 func newSimProgress(stderr io.Writer, name string, total time.Duration, est float64) *simProgress {
-	p := &simProgress{w: stderr, name: name, total: total, est: est}
-	if !isTerminal(stderr) {
-		return p
-	}
-	p.stop, p.ended = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(p.ended)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		start := time.Now()
-		shown := false
-		for {
-			select {
-			case <-p.stop:
-				if shown {
-					fmt.Fprint(p.w, "\r\x1b[K")
-				}
-				return
-			case <-t.C:
-				if el := time.Since(start); el > 500*time.Millisecond {
-					fmt.Fprint(p.w, "\r\x1b[K"+render.Truncate(p.line(el), render.Width(p.w)-1))
-					shown = true
-				}
-			}
-		}
-	}()
+	p := &simProgress{name: name, total: total, est: est}
+	p.status = startStatusLine(stderr, p.line)
 	return p
 }
 
@@ -628,9 +603,4 @@ func (p *simProgress) update(now time.Duration, packets uint64) {
 	p.packets.Store(packets)
 }
 
-func (p *simProgress) done() {
-	if p.stop != nil {
-		close(p.stop)
-		<-p.ended
-	}
-}
+func (p *simProgress) done() { p.status.done() }
