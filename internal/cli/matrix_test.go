@@ -1,13 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -49,62 +46,6 @@ const matrixIptables = `*filter
 -A INPUT -p icmp -m icmp --icmp-type 8 -j ACCEPT
 COMMIT
 `
-
-// nginxAllConf is nginx on port 80 of every address (loopback and the
-// veth) proxying to an upstream on 127.0.0.1:8081, one new upstream
-// connection per request.
-const nginxAllConf = `master_process off;
-daemon off;
-pid DIR/nginx.pid;
-error_log DIR/error.log warn;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path DIR/body;
-	proxy_temp_path DIR/proxy;
-	fastcgi_temp_path DIR/fastcgi;
-	uwsgi_temp_path DIR/uwsgi;
-	scgi_temp_path DIR/scgi;
-	upstream app { server 127.0.0.1:8081; }
-	server { listen 80; location / { proxy_pass http://app; } }
-	server { listen 127.0.0.1:8081; location / { return 200 "upstream\n"; } }
-}
-`
-
-// startNginxAll runs nginx (nginxAllConf) in the namespace until the test
-// ends and waits until it answers 200 on loopback.
-func startNginxAll(t *testing.T, ns *nstest.NS) {
-	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(nginxAllConf, "DIR", dir)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // the nginx this test started
-		<-exited
-	})
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %v: %s %s", err, out.String(), log)
-		default:
-		}
-		if ns.Curl(2) == "200" {
-			return
-		}
-	}
-	t.Fatal("nginx did not answer 200 within 10 s")
-}
 
 // connectVeth joins two namespaces with a veth pair (created inside a,
 // so no interface ever appears on the host) and addresses its ends. The
@@ -331,7 +272,7 @@ func matrixSetup(t *testing.T, firewall string) (server, client *nstest.NS, prob
 	default:
 		t.Fatalf("firewall %q", firewall)
 	}
-	startNginxAll(t, server)
+	server.StartNginxOn("80")
 	serveEcho(t, server, "udp", ":53")
 	serveEcho(t, server, "tcp", ":9999")
 	serveEcho(t, server, "udp", ":9999")

@@ -40,7 +40,7 @@ http {
 	uwsgi_temp_path DIR/uwsgi;
 	scgi_temp_path DIR/scgi;
 	upstream app { server 127.0.0.1:8081; }
-	server { listen 127.0.0.1:80; location / { proxy_pass http://app; } }
+	server { listen LISTEN; location / { proxy_pass http://app; } }
 	server { listen 127.0.0.1:8081; location / { return 200 "upstream\n"; } }
 }
 `
@@ -48,13 +48,17 @@ http {
 // StartNginx runs nginx in the namespace — 127.0.0.1:80 proxying to a
 // local upstream on 127.0.0.1:8081 — until the test ends, and waits until
 // it answers 200. The namespace's firewall must let it (see DemoRuleset).
-func (n *NS) StartNginx() {
+func (n *NS) StartNginx() { n.StartNginxOn("127.0.0.1:80") }
+
+// StartNginxOn is StartNginx with the proxy listening on listen (an nginx
+// listen value: "80" for every address).
+func (n *NS) StartNginxOn(listen string) {
 	t := n.t
 	t.Helper()
 	Require(t, "nginx", "curl")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(strings.ReplaceAll(nginxConf, "DIR", dir)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(strings.NewReplacer("DIR", dir, "LISTEN", listen).Replace(nginxConf)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", n.Name, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
