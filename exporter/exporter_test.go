@@ -225,7 +225,7 @@ func checkStats(t *testing.T, mfs map[string]*dto.MetricFamily, label string, lo
 	}
 }
 
-// conntrackL aggregates `conntrack -L` as the seeds' awk does: by TCP
+// conntrackL aggregates `conntrack -L` as the usual awk pipelines do: by TCP
 // state and by protocol.
 func conntrackL(t *testing.T, n *nstest.NS) (states, protos, services map[string]int64, total int64) {
 	t.Helper()

@@ -23,7 +23,7 @@ const (
 	clientPortSpan = 60999 - 32768 + 1
 )
 
-// upstream is the seeds' case: nginx opening a new loopback connection per
+// upstream is the classic case: nginx opening a new loopback connection per
 // request to local upstreams, which close first (HTTP/1.0).
 func upstream(rate float64, extra string) string {
 	return fmt.Sprintf(`
@@ -177,7 +177,7 @@ func TestNoTrackOnLoopback(t *testing.T) {
 		name, rule string
 		want       float64
 	}{
-		// Both hooks (how ctdoctor and the seeds write it): nothing tracked.
+		// Both hooks (how ctdoctor and the usual advice write it): nothing tracked.
 		{"both hooks", "notrack: [{iface: lo}]", 0},
 		// OUTPUT alone suffices: loopback packets are tracked at OUTPUT only.
 		{"output", "notrack: [{iface: lo, hook: output}]", 0},

@@ -21,7 +21,7 @@ func (notrackStub) PlanNotrack(m analyze.TrafficMatch, t Target) ([]Step, error)
 		Actions: []Action{{Kind: KindNft, Script: "add table inet ctdoctor\n"}}}}, nil
 }
 
-// seedsObserved is the seeds' case as a host would show it: nginx opens a
+// seedsObserved is the classic nginx case as a host would show it: nginx opens a
 // new loopback connection per request to four upstream ports, 200 a
 // second, whose TIME_WAIT entries (120 s) need 24,000 entries of a
 // 16,384-entry table, beside the visitors' connections; read after 6
@@ -61,7 +61,7 @@ workloads:
 	return snap, rep, bd, res
 }
 
-// TestPredictNotrackLoopback (the seeds' case): on the scenario derived
+// TestPredictNotrackLoopback (the classic nginx case): on the scenario derived
 // from a table that loopback connections fill until it drops, a plan that
 // stops tracking loopback predicts drops before and none after.
 func TestPredictNotrackLoopback(t *testing.T) {
@@ -119,7 +119,7 @@ func TestPredictNotrackLoopback(t *testing.T) {
 	}
 }
 
-// TestPredictAfterTheBurst: the seeds' case read after the load that
+// TestPredictAfterTheBurst: the classic nginx case read after the load that
 // made the kernel drop is over — a table filled to its max by ASSURED
 // entries held open and the TIME_WAIT entries of loopback connections,
 // the drop counter up, no drops between the two samples: the prediction
@@ -127,7 +127,7 @@ func TestPredictNotrackLoopback(t *testing.T) {
 func TestPredictAfterTheBurst(t *testing.T) {
 	for _, c := range []struct{ max, open int64 }{
 		{10000, 9700},
-		// As the kernel test of the seeds' case fills it: the global max
+		// As the kernel test of the classic nginx case fills it: the global max
 		// less 300 ASSURED entries, the rest the load's TIME_WAIT.
 		{262144, 262144 - 300},
 	} {
