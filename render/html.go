@@ -309,43 +309,10 @@ func reportView(r *analyze.Report) *htmlReport {
 func (v *htmlReport) breakdown(r *analyze.Report) {
 	bd := r.Breakdown
 	if bd.Total <= 0 {
-		if l := r.Listing; l != nil && l.Detail != "" {
-			v.NoBreakdown = "No breakdown: " + l.Detail + "."
-			if r.Table.Count > 0 {
-				v.NoBreakdown += fmt.Sprintf(" The table holds %s entries.", num(r.Table.Count))
-			}
-		} else if r.Table.Listed == 0 {
-			v.NoBreakdown = "The table is empty: no entries to break down."
-		}
+		v.NoBreakdown = noBreakdown(r)
 		return
 	}
-	flags := []row{{"assured", bd.Status["assured"]}, {"unreplied", bd.Status["unreplied"]},
-		{"loopback", bd.Loopback}, {"NAT", bd.NAT}}
-	var ttl, src, svc, dst []row
-	for _, k := range analyze.TTLBuckets {
-		ttl = append(ttl, row{k, bd.TTL[k]})
-	}
-	for _, a := range bd.TopSources {
-		src = append(src, row{a.Addr, a.Count})
-	}
-	for _, sv := range bd.TopServices {
-		svc = append(svc, row{fmt.Sprintf("%s/%d", sv.Proto, sv.Port), sv.Count})
-	}
-	for _, a := range bd.TopDestinations {
-		dst = append(dst, row{a.Addr, a.Count})
-	}
-	other := mapRows(bd.Zones)
-	for i := range other {
-		other[i].k = "zone " + other[i].k
-	}
-	if len(bd.Marks) > 1 || bd.Marks["0"] != bd.Total {
-		for _, m := range mapRows(bd.Marks) {
-			other = append(other, row{"mark " + m.k, m.v})
-		}
-	}
-	for _, s := range []section{{"By protocol", mapRows(bd.L4)}, {"By TCP state", mapRows(bd.TCPState)},
-		{"Flags", flags}, {"Time left", ttl}, {"Top sources", src}, {"Top services (dport)", svc},
-		{"Top destinations", dst}, {"Zones & marks", other}} {
+	for _, s := range breakdownSections(bd) {
 		sv := sectionView{Title: s.title}
 		for _, rw := range s.rows {
 			share := float64(rw.v) / float64(bd.Total)

@@ -222,27 +222,48 @@ func (t *textWriter) table(r *analyze.Report) {
 func (t *textWriter) breakdown(r *analyze.Report) {
 	bd := r.Breakdown
 	if bd.Total <= 0 {
-		if l := r.Listing; l != nil && l.Detail != "" {
-			// Not listed is not empty: say why, and what the table holds.
-			msg := "No breakdown: " + l.Detail + "."
-			if r.Table.Count > 0 {
-				msg += fmt.Sprintf(" The table holds %s entries.", num(r.Table.Count))
-			}
+		if msg := noBreakdown(r); msg != "" {
 			t.para("", "", msg, t.p.dim)
-			t.blank()
-		} else if r.Table.Listed == 0 {
-			t.para("", "", "The table is empty: no entries to break down.", t.p.dim)
 			t.blank()
 		}
 		return
 	}
-	statusRows := []row{{"assured", bd.Status["assured"]}, {"unreplied", bd.Status["unreplied"]},
+	secs := breakdownSections(bd)
+	var pairs [][2]section
+	for i := 0; i+1 < len(secs); i += 2 {
+		pairs = append(pairs, [2]section{secs[i], secs[i+1]})
+	}
+	t.sections(pairs, bd.Total)
+}
+
+// noBreakdown says why a report has no breakdown ("" when it has one):
+// entries that were not listed are not an empty table.
+func noBreakdown(r *analyze.Report) string {
+	if r.Breakdown.Total > 0 {
+		return ""
+	}
+	if l := r.Listing; l != nil && l.Detail != "" {
+		msg := "No breakdown: " + l.Detail + "."
+		if r.Table.Count > 0 {
+			msg += fmt.Sprintf(" The table holds %s entries.", num(r.Table.Count))
+		}
+		return msg
+	}
+	if r.Table.Listed == 0 {
+		return "The table is empty: no entries to break down."
+	}
+	return ""
+}
+
+// breakdownSections are the report's breakdown tables, in the order every
+// format shows them (the text report pairs them side by side).
+func breakdownSections(bd analyze.Breakdown) []section {
+	flags := []row{{"assured", bd.Status["assured"]}, {"unreplied", bd.Status["unreplied"]},
 		{"loopback", bd.Loopback}, {"NAT", bd.NAT}}
-	var ttl []row
+	var ttl, src, svc, dst []row
 	for _, k := range analyze.TTLBuckets {
 		ttl = append(ttl, row{k, bd.TTL[k]})
 	}
-	var src, svc, dst []row
 	for _, a := range bd.TopSources {
 		src = append(src, row{a.Addr, a.Count})
 	}
@@ -261,13 +282,9 @@ func (t *textWriter) breakdown(r *analyze.Report) {
 			other = append(other, row{"mark " + m.k, m.v})
 		}
 	}
-	pairs := [][2]section{
-		{{"By protocol", mapRows(bd.L4)}, {"By TCP state", mapRows(bd.TCPState)}},
-		{{"Flags", statusRows}, {"Time left", ttl}},
-		{{"Top sources", src}, {"Top services (dport)", svc}},
-		{{"Top destinations", dst}, {"Zones & marks", other}},
-	}
-	t.sections(pairs, bd.Total)
+	return []section{{"By protocol", mapRows(bd.L4)}, {"By TCP state", mapRows(bd.TCPState)},
+		{"Flags", flags}, {"Time left", ttl}, {"Top sources", src}, {"Top services (dport)", svc},
+		{"Top destinations", dst}, {"Zones & marks", other}}
 }
 
 // section is one breakdown table.
