@@ -338,27 +338,7 @@ func TestExporterScrapedByPrometheus(t *testing.T) {
 	wantCount := strings.TrimSpace(n.Run("conntrack", "-C"))
 	stats := n.Run("conntrack", "-S")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan []net.Addr, 1)
-	o := &exporterOptions{listen: []string{"127.0.0.1:0"}, maxRequests: 40, netns: []string{n.Name}, maxNetNS: 16,
-		breakdownInterval: time.Second, discoveryInterval: 15 * time.Second, top: 10, logLevel: "warn",
-		ready: func(a []net.Addr) { ready <- a }}
-	var stderr bytes.Buffer
-	errc := make(chan error, 1)
-	go func() { errc <- runExporter(ctx, o, &stderr) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("exporter: %v", err)
-		}
-	}()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a[0].String()
-	case err := <-errc:
-		t.Fatalf("exporter: %v", err)
-	}
+	addr, _ := runExporterInTest(t, n.Name)
 
 	// promtool check metrics on a real scrape (with the breakdown in it).
 	var body string
@@ -490,27 +470,7 @@ func TestExporterTableFullFiresTheAlert(t *testing.T) {
 	n.Track()
 	n.FillAssured(nstest.GlobalMax(t))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan []net.Addr, 1)
-	o := &exporterOptions{listen: []string{"127.0.0.1:0"}, maxRequests: 40, netns: []string{n.Name}, maxNetNS: 16,
-		breakdownInterval: time.Second, discoveryInterval: 15 * time.Second, top: 10, logLevel: "warn",
-		ready: func(a []net.Addr) { ready <- a }}
-	var stderr bytes.Buffer
-	errc := make(chan error, 1)
-	go func() { errc <- runExporter(ctx, o, &stderr) }()
-	defer func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("exporter: %v", err)
-		}
-	}()
-	var addr string
-	select {
-	case a := <-ready:
-		addr = a[0].String()
-	case err := <-errc:
-		t.Fatalf("exporter: %v", err)
-	}
+	addr, stderr := runExporterInTest(t, n.Name)
 	rules, err := filepath.Abs("../../deploy/prometheus/rules.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -637,4 +597,33 @@ func TestExporterBasicAuth(t *testing.T) {
 			t.Errorf("password %q: HTTP %d, want %d", pass, resp.StatusCode, want)
 		}
 	}
+}
+
+// runExporterInTest runs the exporter command in this process for one
+// namespace on a free loopback port until the test ends (a clean shutdown
+// is checked then), and returns its address and its log.
+func runExporterInTest(t *testing.T, netns string) (string, *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []net.Addr, 1)
+	o := &exporterOptions{listen: []string{"127.0.0.1:0"}, maxRequests: 40, netns: []string{netns}, maxNetNS: 16,
+		breakdownInterval: time.Second, discoveryInterval: 15 * time.Second, top: 10, logLevel: "warn",
+		ready: func(a []net.Addr) { ready <- a }}
+	stderr := &bytes.Buffer{}
+	errc := make(chan error, 1)
+	go func() { errc <- runExporter(ctx, o, stderr) }()
+	select {
+	case a := <-ready:
+		t.Cleanup(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("exporter: %v", err)
+			}
+		})
+		return a[0].String(), stderr
+	case err := <-errc:
+		cancel()
+		t.Fatalf("exporter: %v: %s", err, stderr.String())
+	}
+	return "", nil
 }
