@@ -76,7 +76,7 @@ func (e *Exporter) Handler(opt HandlerOptions) (http.Handler, error) {
 		return nil, fmt.Errorf("landing page: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics)
+	mux.Handle("/metrics", fastGzip(metrics))
 	mux.Handle("/", landing)
 	return mux, nil
 }
