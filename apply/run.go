@@ -88,7 +88,7 @@ func run(ctx context.Context, c *Checked, opt Options, stateDir string) (*Result
 		}
 		r := &j.Actions[i]
 		step := c.Plan.Steps[x.step]
-		fmt.Fprintf(out, "  step %d/%d %s: %s: ", x.step+1, len(c.Plan.Steps), step.Title, label(x.a))
+		line := startProgressLine(out, fmt.Sprintf("step %d/%d", x.step+1, len(c.Plan.Steps)), step.Title, label(x.a))
 		hp := HookPoint{Phase: "before", Index: k, Step: x.step, Action: x.action}
 		err := ctx.Err()
 		if err == nil {
@@ -120,10 +120,10 @@ func run(ctx context.Context, c *Checked, opt Options, stateDir string) (*Result
 			err = writeJournal(stateDir, j)
 		}
 		if err != nil {
-			fmt.Fprintln(out, "FAILED")
+			line.finish("FAILED")
 			return nil, fail(t, j, i, phase, err, stateDir, out)
 		}
-		fmt.Fprintln(out, "done, verified")
+		line.finish("done, verified")
 		res.Changed++
 		k++
 	}

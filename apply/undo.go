@@ -43,26 +43,26 @@ func undo(t *target, j *Journal, stateDir string, force bool, hook func(HookPoin
 				return n, notes, err
 			}
 		}
-		fmt.Fprintf(out, "  undo step %d/%d %s: %s: ", r.Step+1, len(j.Plan.Steps), step.Title, undoLabel(a))
+		line := startProgressLine(out, fmt.Sprintf("undo step %d/%d", r.Step+1, len(j.Plan.Steps)), step.Title, undoLabel(a))
 		note, err := u.action(j, r, a)
 		if err != nil {
 			if errors.Is(err, ErrDrift) {
-				fmt.Fprintln(out, "left as is (changed since)")
+				line.finish("left as is (changed since)")
 				drift = append(drift, fmt.Sprintf("step %d: %v", r.Step+1, err))
 				r.Error = err.Error()
 				_ = writeJournal(stateDir, j)
 				continue
 			}
-			fmt.Fprintln(out, "FAILED")
+			line.finish("FAILED")
 			r.Error = err.Error()
 			_ = writeJournal(stateDir, j)
 			return n, notes, fmt.Errorf("step %d (%s): %w", r.Step+1, step.Title, err)
 		}
 		if note != "" {
 			notes = append(notes, fmt.Sprintf("step %d: %s", r.Step+1, note))
-			fmt.Fprintln(out, note)
+			line.finish(note)
 		} else {
-			fmt.Fprintln(out, "restored, verified")
+			line.finish("restored, verified")
 			n++ // only what was actually restored counts
 		}
 		r.Status = ActUndone

@@ -180,3 +180,22 @@ func isCommandName(w string) bool {
 	}
 	return true
 }
+
+// Wrap lays out prose (no escape codes) at blanks for a width of width
+// columns: the first line after first, the others after rest. Words wider
+// than a line are broken. An empty s gives the bare first prefix.
+func Wrap(s string, width int, first, rest string) []string {
+	fw, rw := VisibleWidth(first), VisibleWidth(rest)
+	lines := lay(words(s, max(width-max(fw, rw), 1)), " ", width-fw, width-rw)
+	if len(lines) == 0 {
+		return []string{first}
+	}
+	for i := range lines {
+		if i == 0 {
+			lines[i] = first + lines[i]
+		} else {
+			lines[i] = rest + lines[i]
+		}
+	}
+	return lines
+}
