@@ -1,16 +1,12 @@
 package exporter
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ctdoctor/ctdoctor/host"
 )
@@ -47,12 +43,8 @@ func newKernelLog() *kernelLog { return &kernelLog{runs: map[uint64][]eventRun{}
 
 // start opens /dev/kmsg and follows it on a goroutine until stop.
 func (k *kernelLog) start() error {
-	f, err := os.Open("/dev/kmsg")
+	f, err := host.OpenKernelLog(false)
 	if err != nil {
-		err = fmt.Errorf("kernel log: %w", err)
-		if errors.Is(err, os.ErrPermission) {
-			err = fmt.Errorf("%w (reading the kernel log needs CAP_SYSLOG when kernel.dmesg_restrict=1)", err)
-		}
 		k.mu.Lock()
 		k.err = err
 		k.mu.Unlock()
@@ -61,7 +53,7 @@ func (k *kernelLog) start() error {
 	k.mu.Lock()
 	k.active, k.closer = true, f
 	k.mu.Unlock()
-	go k.follow(f, bootTime())
+	go k.follow(f, host.KernelLogBootTime())
 	return nil
 }
 
@@ -76,50 +68,24 @@ func (k *kernelLog) stop() {
 	}
 }
 
-// follow reads records (one per Read, as /dev/kmsg returns them) until
-// the reader fails or is closed.
+// follow counts the table-full events of the records read from r (one
+// per Read, as /dev/kmsg returns them) until the reader fails or is
+// closed.
 func (k *kernelLog) follow(r io.Reader, boot time.Time) {
-	buf := make([]byte, 16<<10) // a record never exceeds 8 KiB; a smaller read fails with EINVAL
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			k.record(buf[:n], boot)
+	err := host.FollowKernelLog(r, boot, func(ev host.TableFullEvent) {
+		if ev.Notice {
+			return // the count is of lines logged, as in the diagnosis
 		}
-		switch {
-		case err == nil:
-		case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.EINTR):
-			// Records were overwritten before they were read: go on with the next.
-		default:
-			k.mu.Lock()
-			k.active = false
-			if !errors.Is(err, os.ErrClosed) {
-				k.err = fmt.Errorf("kernel log: read: %w", err)
-			}
-			k.mu.Unlock()
-			return
-		}
-	}
-}
-
-var tableFullWord = []byte("table full")
-
-// record counts the table-full events of one kernel log record.
-func (k *kernelLog) record(rec []byte, boot time.Time) {
-	if !bytes.Contains(rec, tableFullWord) {
-		return
-	}
-	sum, err := host.ParseKernelLog(bytes.NewReader(rec), boot, 0)
-	if err != nil || sum.TableFullEvents == 0 {
-		return
-	}
+		k.mu.Lock()
+		k.add(ev.NetNS, ev.Time, 1)
+		k.mu.Unlock()
+	})
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, c := range sum.ByNetNS {
-		k.add(c.Inode, c.First, uint64(c.Count))
+	k.active = false
+	if !errors.Is(err, os.ErrClosed) {
+		k.err = fmt.Errorf("kernel log: read: %w", err)
 	}
-	if sum.NoNetNS > 0 {
-		k.add(0, sum.NoNetNSFirst, uint64(sum.NoNetNS))
-	}
+	k.mu.Unlock()
 }
 
 // add counts n events of inode at t (zero if unknown: now).
@@ -201,14 +167,4 @@ func (k *kernelLog) status() (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.active, k.err
-}
-
-// bootTime is the wall time of the monotonic clock's zero, the base of
-// /dev/kmsg stamps.
-func bootTime() time.Time {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return time.Time{}
-	}
-	return time.Now().Round(0).Add(-time.Duration(ts.Nano())).Round(time.Millisecond)
 }
