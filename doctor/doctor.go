@@ -50,6 +50,13 @@ type Input struct {
 	// It is diagnosed as is: no second counter sample is taken.
 	Host    *host.Snapshot
 	Entries conntrack.Source
+
+	// LiveEntries, for the live host, are the table's entries listed by
+	// the caller, read instead of a listing of the diagnosis's own: a
+	// watcher that lists the namespace over netlink for itself feeds the
+	// diagnosis from the same pass. The report says they came from
+	// netlink.
+	LiveEntries conntrack.Source
 }
 
 // kind names the source the Input selects.
@@ -75,6 +82,8 @@ func (in Input) kind() (string, error) {
 		return "", fmt.Errorf("%w: %v are alternatives: give one", ErrInput, set)
 	case in.Entries != nil && in.Host == nil:
 		return "", fmt.Errorf("%w: Entries needs Host", ErrInput)
+	case in.LiveEntries != nil && len(set) > 0:
+		return "", fmt.Errorf("%w: LiveEntries apply to the live host only, not to %s", ErrInput, set[0])
 	case len(set) == 1 && (in.NetNS != "" || in.AllNetNS):
 		return "", fmt.Errorf("%w: NetNS and AllNetNS apply to the live host only, not to %s", ErrInput, set[0])
 	case len(set) == 0:
@@ -212,7 +221,9 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !opt.NoEntries {
+		if !opt.NoEntries && in.LiveEntries != nil && kind == "live" {
+			src, snap.Source = in.LiveEntries, "netlink"
+		} else if !opt.NoEntries {
 			src, listErr = host.Entries(hopt, snap)
 			if listErr != nil {
 				snap.Warnings = append(snap.Warnings, fmt.Sprintf("entries: %v", listErr))
