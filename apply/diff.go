@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/tune"
 )
 
@@ -19,15 +20,21 @@ func sysctlName(p string) string {
 func (c *Checked) WriteDiff(w io.Writer) {
 	p := c.Plan
 	todo, already := c.Todo()
-	fmt.Fprintf(w, "Plan %s, made %s for host %s · %s\n", p.ID, p.CreatedAt.Local().Format("2006-01-02 15:04"), p.Host.Hostname, c.t.where())
+	width := render.Width(w)
+	para := func(first, rest, text string) {
+		for _, l := range render.Wrap(text, width, first, rest) {
+			fmt.Fprintln(w, l)
+		}
+	}
+	para("", "  ", fmt.Sprintf("Plan %s, made %s for host %s · %s", p.ID, p.CreatedAt.Local().Format("2006-01-02 15:04"), p.Host.Hostname, c.t.where()))
 	fmt.Fprintf(w, "%d %s", todo, plural(todo, "change", "changes"))
 	if already > 0 {
 		fmt.Fprintf(w, ", %d already in place", already)
 	}
 	fmt.Fprintln(w)
 	if n := len(p.GlobalSteps); n > 0 {
-		fmt.Fprintf(w, "(%d %s for the whole host %s listed apart in the plan and not applied: make the plan with --global to include them)\n",
-			n, plural(n, "step", "steps"), plural(n, "is", "are"))
+		para("", "", fmt.Sprintf("(%d %s for the whole host %s listed apart in the plan and not applied: make the plan with --global to include them)",
+			n, plural(n, "step", "steps"), plural(n, "is", "are")))
 	}
 	for i, s := range p.Steps {
 		var xs []*checked
@@ -40,25 +47,28 @@ func (c *Checked) WriteDiff(w io.Writer) {
 		for _, x := range xs {
 			done = done && !x.todo
 		}
-		fmt.Fprintf(w, "\nStep %d/%d · %s · %s", i+1, len(p.Steps), s.Scope, s.Title)
+		head := fmt.Sprintf("Step %d/%d · %s · %s", i+1, len(p.Steps), s.Scope, s.Title)
 		if s.Finding != "" {
-			fmt.Fprintf(w, " (%s)", s.Finding)
+			head += fmt.Sprintf(" (%s)", s.Finding)
 		}
 		if done {
-			fmt.Fprint(w, " — already in place")
+			head += " — already in place"
 		}
 		fmt.Fprintln(w)
+		para("", "    ", head)
 		if s.Reason != "" {
-			fmt.Fprintf(w, "    why: %s\n", s.Reason)
+			para("    why: ", "         ", s.Reason)
 		}
 		for _, x := range xs {
 			x.writeDiff(w)
 		}
 		if s.Persist != "" {
-			fmt.Fprintf(w, "    persists: %s\n", s.Persist)
+			para("    persists: ", "              ", s.Persist)
 		}
 		for _, cmd := range s.Commands {
-			fmt.Fprintf(w, "  $ %s\n", cmd)
+			for _, l := range render.Command(cmd, width, "  $ ", 6) {
+				fmt.Fprintln(w, l)
+			}
 		}
 	}
 }

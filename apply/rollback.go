@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/tune"
 )
 
@@ -116,7 +117,8 @@ func undoLocked(_ context.Context, j *Journal, opt Options, stateDir string, isR
 	if err := writeJournal(stateDir, j); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "%s apply %s (%s) on %s:\n", strings.ToUpper(verb[:1])+verb[1:], j.ID, j.Summary, t.where())
+	head := fmt.Sprintf("%s apply %s (%s) on %s:", strings.ToUpper(verb[:1])+verb[1:], j.ID, j.Summary, t.where())
+	fmt.Fprintln(out, strings.Join(render.Wrap(head, render.Width(out), "", "  "), "\n"))
 	n, notes, err := undo(t, j, stateDir, opt.Force, opt.Hook, out)
 	for _, s := range notes {
 		j.event("%s", s)

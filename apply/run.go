@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/tune"
 )
 
@@ -58,7 +59,10 @@ func run(ctx context.Context, c *Checked, opt Options, stateDir string) (*Result
 		return nil, err
 	}
 	res := &Result{ID: j.ID, Skipped: already, ConfirmBy: j.ConfirmBy}
-	fmt.Fprintf(out, "\nApplying as %s (journal %s)\n", j.ID, journalPath(stateDir, j.ID))
+	fmt.Fprintln(out)
+	for _, l := range render.Wrap(fmt.Sprintf("Applying as %s (journal %s)", j.ID, journalPath(stateDir, j.ID)), render.Width(out), "", "  ") {
+		fmt.Fprintln(out, l)
+	}
 	if j.ConfirmBy != nil {
 		wd, err := startWatchdog(stateDir, j, opt.Watchdog)
 		if err != nil {

@@ -577,38 +577,51 @@ func (t *textWriter) fixes(fixes []string) {
 			t.para(lbl+"    # ", indent(commandCol)+"# ", strings.TrimSpace(strings.TrimPrefix(fx, "#")), plain)
 			continue
 		}
-		first := lbl + "  $ "
-		if VisibleWidth(first)+VisibleWidth(fx) <= t.width {
-			t.line(first + fx)
-			continue
-		}
-		argv, comment, ok := shellCommand(fx)
-		if !ok || len(argv) == 0 {
-			t.line(first + fx)
-			continue
-		}
-		lines := []string{strings.Join(argv, " ")}
-		if commandCol+VisibleWidth(lines[0]) > t.width && isCommandName(argv[0]) {
-			lines = lay(argv, " ", t.width-commandCol-len(lineJoin), t.width-continueCol-len(lineJoin))
-		}
-		for j, l := range lines {
-			if j < len(lines)-1 {
-				l += lineJoin
-			}
-			if j == 0 {
-				t.line(first + l)
-				continue
-			}
-			col := continueCol
-			if w := VisibleWidth(l); col+w > t.width && t.width-w >= minIndent {
-				col = t.width - w // a long word: move left to fit
-			}
-			t.line(indent(col) + l)
-		}
-		if comment != "" {
-			t.para(indent(continueCol)+"# ", indent(continueCol)+"# ", comment, plain)
+		for _, l := range Command(fx, t.width, lbl+"  $ ", continueCol) {
+			t.line(l)
 		}
 	}
+}
+
+// Command lays out a shell command to copy for a width of width columns:
+// after first on one line when it fits; else broken at the blanks between
+// its words, each line but the last ending in " \\" so that the lines
+// paste as the same command, the continuation lines indented to column
+// cont (or left of it, down to column 4, for a long word), and its
+// trailing comment wrapped under it. A line that is not a plain command
+// (quotes left open, a heredoc) is left whole.
+func Command(cmd string, width int, first string, cont int) []string {
+	fw := VisibleWidth(first)
+	if fw+VisibleWidth(cmd) <= width {
+		return []string{first + cmd}
+	}
+	argv, comment, ok := shellCommand(cmd)
+	if !ok || len(argv) == 0 {
+		return []string{first + cmd}
+	}
+	lines := []string{strings.Join(argv, " ")}
+	if fw+VisibleWidth(lines[0]) > width && isCommandName(argv[0]) {
+		lines = lay(argv, " ", width-fw-len(lineJoin), width-cont-len(lineJoin))
+	}
+	var out []string
+	for j, l := range lines {
+		if j < len(lines)-1 {
+			l += lineJoin
+		}
+		if j == 0 {
+			out = append(out, first+l)
+			continue
+		}
+		col := cont
+		if w := VisibleWidth(l); col+w > width && width-w >= minIndent {
+			col = width - w // a long word: move left to fit
+		}
+		out = append(out, indent(col)+l)
+	}
+	if comment != "" {
+		out = append(out, Wrap(comment, width, indent(cont)+"# ", indent(cont)+"# ")...)
+	}
+	return out
 }
 
 func counter(p painter, name string, v uint64, s analyze.StatsInfo, bad bool) string {

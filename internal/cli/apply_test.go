@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/tune"
 )
 
@@ -30,6 +32,18 @@ func writePlanJSON(t *testing.T, dir, name string, v any) string {
 // a fake root (no privileges needed): the flags, the texts and the exit
 // statuses.
 func TestApplyCommands(t *testing.T) {
+	// Piped output is laid out for $COLUMNS: every line of apply,
+	// history and rollback must fit it.
+	const width = 80
+	t.Setenv("COLUMNS", strconv.Itoa(width))
+	fits := func(what, out string) {
+		t.Helper()
+		for i, l := range strings.Split(out, "\n") {
+			if w := render.VisibleWidth(l); w > width {
+				t.Errorf("%s: line %d is %d columns, wider than COLUMNS=%d: %q", what, i+1, w, width, l)
+			}
+		}
+	}
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	for p, c := range map[string]string{
@@ -47,7 +61,7 @@ func TestApplyCommands(t *testing.T) {
 	plan := &tune.Plan{Schema: tune.PlanSchema, ID: "cli-plan", CreatedAt: time.Now().UTC(),
 		Host: tune.PlanHost{Hostname: "fakehost", NetNS: "init", Root: root}, Global: true,
 		Steps: []tune.Step{
-			{Title: "shorten TIME_WAIT", Scope: tune.ScopeNetNS, Commands: []string{"sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=30"},
+			{Title: "shorten TIME_WAIT, the state closed connections wait in, from 120 s to 30 s", Scope: tune.ScopeNetNS, Commands: []string{"sysctl -w net.netfilter.nf_conntrack_tcp_timeout_time_wait=30"},
 				Actions: []tune.Action{{Kind: tune.KindSysctl, Path: "/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait", Expect: "120", Value: "30"}}},
 			{Title: "persist", Scope: tune.ScopeGlobal,
 				Actions: []tune.Action{{Kind: tune.KindFile, Path: "/etc/sysctl.d/90-ctdoctor.conf", ExpectAbsent: true, Value: "net.netfilter.nf_conntrack_tcp_timeout_time_wait = 30\n"}}},
@@ -75,6 +89,7 @@ func TestApplyCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "Applied and verified: 2 changes") || !strings.Contains(out, "Undo with: ctdoctor rollback ") {
 		t.Fatalf("apply: exit %d\n%s%s", code, out, errs)
 	}
+	fits("apply", out)
 	out, _, code = run(append(base, "--global", "--yes")...)
 	if code != 0 || !strings.Contains(out, "Nothing to do: plan cli-plan is already applied") {
 		t.Errorf("apply again: exit %d\n%s", code, out)
@@ -91,6 +106,7 @@ func TestApplyCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "is rolled back: 2 actions restored and verified") {
 		t.Fatalf("rollback: exit %d\n%s%s", code, out, errs)
 	}
+	fits("rollback", out)
 	if b, _ := os.ReadFile(filepath.Join(root, "proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")); string(b) != "120\n" {
 		t.Errorf("time_wait after rollback %q", b)
 	}
@@ -102,9 +118,10 @@ func TestApplyCommands(t *testing.T) {
 		t.Errorf("rollback again: exit %d\n%s", code, out)
 	}
 	out, _, _ = run("history", "--state-dir", state)
-	if !strings.Contains(out, "rolled back") || !strings.Contains(out, "2 steps: shorten TIME_WAIT; persist") {
+	if !strings.Contains(out, "rolled back") || !strings.Contains(out, "2 steps: shorten") {
 		t.Errorf("history:\n%s", out)
 	}
+	fits("history", out)
 
 	// bad input: exit 1 with the reason; bad flags: exit 2
 	trunc := filepath.Join(dir, "trunc.json")

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctdoctor/ctdoctor/apply"
+	"github.com/ctdoctor/ctdoctor/render"
 )
 
 type historyOptions struct {
@@ -58,24 +60,66 @@ func runHistory(o *historyOptions, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "No applies recorded in %s.\n", o.stateDir)
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tSTATE\tNETNS\tCHANGES\tPLAN")
-	for _, e := range entries {
-		state := e.State
-		switch {
-		case e.Overdue:
-			state += " (unconfirmed, window ended: not reverted)"
-		case e.AwaitingConfirmation:
-			state += " (unconfirmed until " + e.ConfirmBy.Local().Format(time.TimeOnly) + ")"
+	// The PLAN summary is the last column when the table fits the width;
+	// otherwise it goes under its row, wrapped, like the row's error.
+	width := render.Width(stdout)
+	layout := func(withPlan bool) []string {
+		var tb strings.Builder
+		tw := tabwriter.NewWriter(&tb, 0, 0, 2, ' ', 0)
+		head := "ID\tTIME\tSTATE\tNETNS\tCHANGES"
+		if withPlan {
+			head += "\tPLAN"
 		}
-		t := "-"
-		if !e.Time.IsZero() {
-			t = e.Time.Local().Format("2006-01-02 15:04:05")
+		fmt.Fprintln(tw, head)
+		for _, e := range entries {
+			state := e.State
+			switch {
+			case e.Overdue:
+				state += " (unconfirmed, window ended: not reverted)"
+			case e.AwaitingConfirmation:
+				state += " (unconfirmed until " + e.ConfirmBy.Local().Format(time.TimeOnly) + ")"
+			}
+			t := "-"
+			if !e.Time.IsZero() {
+				t = e.Time.Local().Format("2006-01-02 15:04:05")
+			}
+			row := fmt.Sprintf("%s\t%s\t%s\t%s\t%d", e.ID, t, state, e.NetNS, e.Changed)
+			if withPlan {
+				row += "\t" + e.Summary
+			}
+			fmt.Fprintln(tw, row)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, t, state, e.NetNS, e.Changed, e.Summary)
-		if e.Error != "" {
-			fmt.Fprintf(tw, "\t\t\t\t\t  %s\n", e.Error)
+		tw.Flush()
+		rows := strings.Split(strings.TrimSuffix(tb.String(), "\n"), "\n")
+		for i := range rows {
+			rows[i] = strings.TrimRight(rows[i], " ")
+		}
+		return rows
+	}
+	rows := layout(true)
+	withPlan := true
+	for _, r := range rows {
+		if render.VisibleWidth(r) > width {
+			rows, withPlan = layout(false), false
+			break
 		}
 	}
-	return tw.Flush()
+	for i, row := range rows {
+		fmt.Fprintln(stdout, row)
+		if i == 0 {
+			continue
+		}
+		e := entries[i-1]
+		if !withPlan {
+			for _, l := range render.Wrap(e.Summary, width, "  ", "  ") {
+				fmt.Fprintln(stdout, l)
+			}
+		}
+		if e.Error != "" {
+			for _, l := range render.Wrap(e.Error, width, "  ! ", "    ") {
+				fmt.Fprintln(stdout, l)
+			}
+		}
+	}
+	return nil
 }
