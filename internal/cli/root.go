@@ -117,6 +117,7 @@ errors, 2 on usage errors (a bad flag, argument or flag value).`,
 	root.AddCommand(newSimulateCmd(stdout, stderr), newPlanCmd(stdout, stderr))
 	root.AddCommand(newApplyCmd(stdout, stderr), newRollbackCmd(stdout, stderr), newHistoryCmd(stdout))
 	root.AddCommand(newExporterCmd(stdout, stderr), newCheckCmd(stdout, stderr))
+	root.AddCommand(newTopCmd(stdout, stderr))
 	// The help and completion commands exist before Execute, so that their
 	// argument errors are usage errors too.
 	root.SetHelpCommand(newHelpCmd())
