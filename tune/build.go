@@ -156,6 +156,24 @@ func Build(rep *analyze.Report, snap *host.Snapshot, opt Options) (*Plan, error)
 				}
 				settings = append(settings, Setting{Name: c.Setting, Current: c.Current, Proposed: c.Proposed,
 					Finding: f.ID, Evidence: f.Evidence, Reason: withNote(c.Reason, note), CostBytes: c.CostBytes})
+			case analyze.ChangeGenericSysctl:
+				if seen["key "+c.Key] {
+					continue
+				}
+				seen["key "+c.Key] = true
+				what := fmt.Sprintf("set %s to %s", c.Key, c.Value)
+				if err := checkGenericSysctl(c); err != nil {
+					p.Skipped = append(p.Skipped, Skipped{Finding: f.ID, What: what, Reason: err.Error()})
+					continue
+				}
+				global := c.Scope == ScopeGlobal
+				skip, note := tuned.OwnerKey(t, c.Key, global, c.Value)
+				if skip != "" {
+					p.Skipped = append(p.Skipped, Skipped{Finding: f.ID, What: what, Reason: skip})
+					continue
+				}
+				settings = append(settings, Setting{Key: c.Key, Value: c.Value, CurrentValue: c.CurrentValue, Global: global,
+					Current: c.Current, Proposed: c.Proposed, Finding: f.ID, Evidence: f.Evidence, Reason: withNote(c.Reason, note)})
 			}
 		}
 	}
@@ -189,6 +207,25 @@ func (p *Plan) Applicable() []Step {
 // Empty reports whether the plan has nothing to do, here or for the
 // whole host.
 func (p *Plan) Empty() bool { return len(p.Steps) == 0 && len(p.GlobalSteps) == 0 }
+
+// checkGenericSysctl refuses a generic sysctl change the planner cannot
+// make safely: a key that is no sysctl name, a value over several lines,
+// a per-namespace key outside net.* (only those are namespaced), a scope
+// it does not know.
+func checkGenericSysctl(c analyze.Change) error {
+	switch {
+	case c.Key == "" || strings.Trim(c.Key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" ||
+		strings.HasPrefix(c.Key, ".") || strings.HasSuffix(c.Key, ".") || strings.Contains(c.Key, ".."):
+		return fmt.Errorf("%q is not a sysctl name", c.Key)
+	case strings.TrimSpace(c.Value) == "" || strings.ContainsAny(c.Value+c.CurrentValue, "\n\x00"):
+		return fmt.Errorf("no value, or a value over several lines, for %s", c.Key)
+	case c.Scope == ScopeNetNS && !strings.HasPrefix(c.Key, "net."):
+		return fmt.Errorf("%s is not a per-namespace setting (only net.* keys are)", c.Key)
+	case c.Scope != ScopeNetNS && c.Scope != ScopeGlobal:
+		return fmt.Errorf("scope %q of %s: want %s or %s", c.Scope, c.Key, ScopeNetNS, ScopeGlobal)
+	}
+	return nil
+}
 
 func describeMatch(m analyze.TrafficMatch) string {
 	if m.Loopback {

@@ -12,19 +12,63 @@ import (
 	"strings"
 )
 
-// Setting is one conntrack setting to change, as the diagnosis proposes it.
+// Setting is one sysctl (or the hash size) to change, as the diagnosis
+// proposes it: a conntrack setting by Name, with numbers, or any other
+// sysctl by Key, with its values as text.
 type Setting struct {
-	// Name is the setting without prefix: "max", "hashsize",
-	// "tcp_timeout_time_wait".
+	// Name is the conntrack setting without prefix: "max", "hashsize",
+	// "tcp_timeout_time_wait" (its key is Target.SysctlName's).
 	Name     string
 	Current  int64
 	Proposed int64
-	Finding  string
-	Evidence map[string]any
-	Reason   string
+	// Key is the full name of a sysctl outside conntrack's own
+	// ("net.ipv4.ip_local_port_range"), set instead of Name; Value and
+	// CurrentValue are then its values as the kernel prints them
+	// (CurrentValue "" when unknown), and Global says it is one value for
+	// the whole host rather than each network namespace's own.
+	Key          string
+	Value        string
+	CurrentValue string
+	Global       bool
+	Finding      string
+	Evidence     map[string]any
+	Reason       string
 	// CostBytes is the memory the new value may cost (sizing only).
 	CostBytes int64
 }
+
+// key is the setting's sysctl name on the target.
+func (s Setting) key(t Target) string {
+	if s.Key != "" {
+		return s.Key
+	}
+	return t.SysctlName(s.Name)
+}
+
+// values are the setting's current and proposed values as the kernel
+// prints them ("-1" for a current value that was not read).
+func (s Setting) values() (cur, val string) {
+	if s.Key != "" {
+		cur = s.CurrentValue
+		if cur == "" {
+			cur = "-1"
+		}
+		return cur, s.Value
+	}
+	return strconv.FormatInt(s.Current, 10), strconv.FormatInt(s.Proposed, 10)
+}
+
+// global reports whether the setting is one value for the whole host.
+func (s Setting) global() bool {
+	if s.Key != "" {
+		return s.Global
+	}
+	return IsGlobal(s.Name)
+}
+
+// NetNSNotPersisted is the Persist of a step that sets a network
+// namespace's own sysctl: the host's sysctl.d never reaches a namespace.
+const NetNSNotPersisted = "not persisted: a namespace's own sysctls are set by whatever creates it (docker run --sysctl, a pod's securityContext.sysctls, the script that runs ip netns add)"
 
 // Persistence file names. 90- sorts after distribution defaults (10-…,
 // 50-…) and before the operator's usual 99- files; when one of those sets
@@ -47,10 +91,11 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 	var skipped []Skipped
 	var persist []Setting // sysctls to persist in sysctl.d / sysctl.conf
 	for _, s := range settings {
-		if s.Proposed == s.Current {
+		cur, val := s.values()
+		if norm(cur) == norm(val) {
 			continue
 		}
-		if s.Name == hashsizeSettings {
+		if s.Name == hashsizeSettings && s.Key == "" {
 			st, sk, err := hashsizeSteps(t, s)
 			if err != nil {
 				return nil, nil, err
@@ -59,21 +104,19 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 			skipped = append(skipped, sk...)
 			continue
 		}
-		name := t.SysctlName(s.Name)
+		name := s.key(t)
 		scope, prefix := ScopeNetNS, t.Prefix()
-		if IsGlobal(s.Name) {
+		if s.global() {
 			scope, prefix = ScopeGlobal, "" // written from the initial namespace
 		}
-		cur := strconv.FormatInt(s.Current, 10)
-		val := strconv.FormatInt(s.Proposed, 10)
-		st := Step{Finding: s.Finding, Evidence: s.Evidence, Scope: scope, Key: name, Current: cur, Proposed: val,
-			Title: fmt.Sprintf("set %s to %s (now %s)", name, val, nowText(cur)), Reason: s.Reason, CostBytes: s.CostBytes,
-			Commands: []string{prefix + "sysctl -w " + name + "=" + val},
+		st := Step{Finding: s.Finding, Evidence: s.Evidence, Scope: scope, Key: name, Current: norm(cur), Proposed: norm(val),
+			Title: fmt.Sprintf("set %s to %s (now %s)", name, norm(val), nowText(norm(cur))), Reason: s.Reason, CostBytes: s.CostBytes,
+			Commands: []string{prefix + "sysctl -w " + sysctlArg(name, val)},
 			Actions:  []Action{{Kind: KindSysctl, Path: SysctlPath(name), Expect: cur, Value: val}}}
 		if scope == ScopeGlobal || t.Init {
 			persist = append(persist, s)
 		} else {
-			st.Persist = "not persisted: a namespace's own sysctls are set by whatever creates it (docker run --sysctl, a pod's securityContext.sysctls, the script that runs ip netns add)"
+			st.Persist = NetNSNotPersisted
 		}
 		steps = append(steps, st)
 	}
@@ -95,6 +138,25 @@ func settingSteps(t Target, settings []Setting) ([]Step, []Skipped, error) {
 	return steps, skipped, nil
 }
 
+// sysctlArg is name=value as a sysctl -w argument for a shell: bare when
+// it needs no quoting, the value in double quotes when it is numbers and
+// blanks (net.ipv4.ip_local_port_range="10000 65535", as the kernel
+// documentation writes it), else single-quoted whole.
+func sysctlArg(name, val string) string {
+	a := name + "=" + val
+	if shellQuote(a) == a {
+		return a
+	}
+	if shellQuote(name) == name && strings.Trim(val, "0123456789 \t") == "" {
+		return name + `="` + val + `"`
+	}
+	return shellQuote(a)
+}
+
+// norm compares sysctl values as the kernel prints them: fields separated
+// by any whitespace ("32768\t60999" equals "32768 60999").
+func norm(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 // nowText is a current value for a title: "unknown" when it was not read
 // (a bare listing holds no settings).
 func nowText(cur string) string {
@@ -109,9 +171,11 @@ func nowText(cur string) string {
 func persistSysctls(t Target, settings []Setting) ([]Step, string, error) {
 	keys := make([]string, len(settings))
 	values := map[string]string{}
+	conntrackKeys := false // keys that exist only once the module is loaded
 	for i, s := range settings {
-		keys[i] = t.SysctlName(s.Name)
-		values[keys[i]] = strconv.FormatInt(s.Proposed, 10)
+		keys[i] = s.key(t)
+		_, values[keys[i]] = s.values()
+		conntrackKeys = conntrackKeys || s.Key == ""
 	}
 	lines, err := SysctlAssignments(t.Root, keys...)
 	if err != nil {
@@ -171,7 +235,7 @@ func persistSysctls(t Target, settings []Setting) ([]Step, string, error) {
 			break
 		}
 	}
-	if m := t.Module; m.Loaded && !m.BuiltIn && !t.Legacy {
+	if m := t.Module; m.Loaded && !m.BuiltIn && !t.Legacy && conntrackKeys {
 		if st, ok, err := modulesLoadStep(t); err != nil {
 			return nil, "", err
 		} else if ok {

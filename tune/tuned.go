@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -408,7 +409,7 @@ func (tu *Tuned) Owner(t Target, setting string, proposed int64) (skip, note str
 			return "", ""
 		}
 		return fmt.Sprintf("tuned owns it: profile %s sets %s=%s in %s ([%s]) and writes the hash size every time the profile is applied (boot, tuned restart), after modprobe.d and anything written now; %s, then run %s",
-			o.Profile, o.Key, o.Value, o.File, o.Unit, tu.editHint(*o, proposed), redo), ""
+			o.Profile, o.Key, o.Value, o.File, o.Unit, tu.editHint(*o, strconv.FormatInt(proposed, 10)), redo), ""
 	}
 	name := t.SysctlName(setting)
 	o, ok := tu.Sysctl[name]
@@ -418,6 +419,27 @@ func (tu *Tuned) Owner(t Target, setting string, proposed int64) (skip, note str
 	if !ok {
 		return "", ""
 	}
+	return tu.owner(name, o, strconv.FormatInt(proposed, 10))
+}
+
+// OwnerKey is Owner for a sysctl outside conntrack's own, by its full name
+// (net.ipv4.ip_local_port_range); global says it is one value for the
+// whole host.
+func (tu *Tuned) OwnerKey(t Target, key string, global bool, proposed string) (skip, note string) {
+	if tu == nil || !t.Init && !global {
+		return "", ""
+	}
+	o, ok := tu.Sysctl[key]
+	if !ok {
+		return "", ""
+	}
+	return tu.owner(key, o, proposed)
+}
+
+// owner says what tuned's setting o of the sysctl name means for a plan
+// that sets it to proposed (see Owner).
+func (tu *Tuned) owner(name string, o TunedSetting, proposed string) (skip, note string) {
+	redo := "tuned-adm profile " + strings.Join(tu.Active, " ")
 	if tu.Reapply && !tu.excluded(name) {
 		return "", fmt.Sprintf("tuned profile %s also sets %s=%s in %s ([%s]), but tuned writes /etc/sysctl.d back after its own values (reapply_sysctl is on), so the value persisted here wins; to keep the two the same, %s",
 			o.Profile, o.Key, o.Value, o.File, o.Unit, tu.editHint(o, proposed))
@@ -433,8 +455,8 @@ func (tu *Tuned) Owner(t Target, setting string, proposed int64) (skip, note str
 // editHint says which file to change: the profile's own file when it is
 // the operator's, else a profile of the same name under /etc/tuned that
 // includes the packaged one (package updates replace files under /usr/lib).
-func (tu *Tuned) editHint(o TunedSetting, proposed int64) string {
-	line := fmt.Sprintf("%s=%d", o.Key, proposed)
+func (tu *Tuned) editHint(o TunedSetting, proposed string) string {
+	line := o.Key + "=" + proposed
 	if !strings.HasPrefix(o.File, "/usr/lib/") {
 		return fmt.Sprintf("set %s in [%s] of %s", line, o.Unit, o.File)
 	}
