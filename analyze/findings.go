@@ -123,14 +123,6 @@ func (c *ruleContext) sysctlKey(key string) string {
 	return "net.netfilter.nf_conntrack_" + key
 }
 
-// sysctlFile is where settings persist on this host.
-func (c *ruleContext) sysctlFile() string {
-	if c.snap.Settings.Legacy {
-		return "/etc/sysctl.conf"
-	}
-	return "/etc/sysctl.d/90-conntrack.conf"
-}
-
 // timeoutChanges returns the changes that lower conntrack timeouts (or
 // other per-namespace sysctls) to the proposed values, leaving out those
 // already at or below them.
@@ -157,48 +149,6 @@ func (c *ruleContext) timeoutChanges(reason string, kv ...any) []Change {
 // notrackChange is the change that stops tracking the matched traffic.
 func notrackChange(m TrafficMatch, reason string) []Change {
 	return []Change{{Kind: ChangeNotrack, Scope: "netns", Match: &m, Current: -1, Proposed: -1, Reason: reason}}
-}
-
-// setSysctl returns the commands that set a sysctl now and persist it.
-func (c *ruleContext) setSysctl(key string, value int64) []string {
-	name := c.sysctlKey(key)
-	return []string{
-		fmt.Sprintf("sysctl -w %s=%d", name, value),
-		fmt.Sprintf("echo '%s = %d' >> %s   # persist across reboots", name, value, c.sysctlFile()),
-	}
-}
-
-// setHashsize returns the command that resizes the hash table at run time
-// (the module is ip_conntrack on legacy kernels) and how to persist it.
-func (c *ruleContext) setHashsize(buckets int64, note string) string {
-	mod := "nf_conntrack"
-	if c.snap.Settings.Legacy {
-		mod = "ip_conntrack"
-	}
-	if note != "" {
-		note += "; "
-	}
-	return fmt.Sprintf("echo %d > /sys/module/%s/parameters/hashsize   # %spersist with 'options %s hashsize=%d' in /etc/modprobe.d/%s.conf (or %s.hashsize=%d on the kernel command line if it is built in)",
-		buckets, mod, note, mod, buckets, mod, mod, buckets)
-}
-
-// notrackFixes returns nft and iptables commands that stop tracking what
-// match selects (an nft match for the prerouting and output chains and the
-// iptables equivalents), always with the UNTRACKED accept rule first.
-func notrackFixes(nftIn, nftOut, iptIn, iptOut string) []string {
-	return []string{
-		"# nftables: accept untracked packets BEFORE any 'ct state' rule: untracked packets match neither 'ct state established,related' nor 'ct state new', so without this rule the firewall's default policy drops the traffic you exempt",
-		"nft insert rule inet filter input ct state untracked accept   # for each input/forward chain with ct state rules",
-		"nft add table inet ctdoctor_raw",
-		"nft add chain inet ctdoctor_raw prerouting '{ type filter hook prerouting priority raw; }'",
-		"nft add chain inet ctdoctor_raw output '{ type filter hook output priority raw; }'",
-		"nft add rule inet ctdoctor_raw prerouting " + nftIn + " notrack",
-		"nft add rule inet ctdoctor_raw output " + nftOut + " notrack",
-		"# iptables: the same, UNTRACKED accept first",
-		"iptables -I INPUT 1 -m conntrack --ctstate UNTRACKED -j ACCEPT",
-		"iptables -t raw -A PREROUTING " + iptIn + " -j NOTRACK",
-		"iptables -t raw -A OUTPUT " + iptOut + " -j NOTRACK",
-	}
 }
 
 // HumanBytes formats a byte count with binary units ("66.0 MiB").

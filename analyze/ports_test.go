@@ -69,10 +69,26 @@ func TestLocalPortsExhaustedSynthetic(t *testing.T) {
 		t.Errorf("summary %q / explanation %q", f.Summary, f.Explanation)
 	}
 	fixes := strings.Join(f.Fixes, "\n")
-	for _, want := range []string{"keepalive", "more destinations", "ip_local_port_range=\"10000 65535\""} {
+	for _, want := range []string{"keepalive", "more destinations", "widen the client's local port range"} {
 		if !strings.Contains(fixes, want) {
 			t.Errorf("fixes lack %q:\n%s", want, fixes)
 		}
+	}
+	// The wider range is data for the planner, with the host's range as
+	// the current value, per network namespace; its commands go after the
+	// prose that explains them.
+	want := Change{Kind: ChangeGenericSysctl, Key: "net.ipv4.ip_local_port_range", Value: "10000 65535", CurrentValue: "32768 60999",
+		Current: -1, Proposed: -1, Scope: "netns"}
+	if len(f.Changes) != 1 {
+		t.Fatalf("changes %+v, want the port range", f.Changes)
+	}
+	got := f.Changes[0]
+	got.Reason = ""
+	if got != want || !strings.Contains(f.Changes[0].Reason, "55536 local ports per destination instead of 28232") {
+		t.Errorf("change %+v, want %+v", f.Changes[0], want)
+	}
+	if f.ChangesAt != len(f.Fixes) {
+		t.Errorf("the planner's commands go at %d of %d prose lines, want after the prose", f.ChangesAt, len(f.Fixes))
 	}
 	// timewait-dominant: 28232 / 120 s = 235 is a lower bound, not the rate.
 	tw := findingByID(r, "timewait-dominant")
@@ -123,6 +139,15 @@ func TestLocalPortsExhaustedThreshold(t *testing.T) {
 	f := findingByID(r, "local-ports-exhausted")
 	if f == nil || f.Evidence["port_range_known"] != false || !strings.Contains(f.Explanation, "was not read") {
 		t.Fatalf("unknown range: %+v", f)
+	}
+	if len(f.Changes) != 1 || f.Changes[0].CurrentValue != "" || f.Changes[0].Value != "10000 65535" {
+		t.Errorf("unknown range: changes %+v, want the wider range with no current value", f.Changes)
+	}
+	// A range already as wide as the proposal: nothing to change, no prose about it.
+	s.TCP.PortRangeLow, s.TCP.PortRangeHigh = 10000, 65535
+	r = Analyze(s, portsTable(30000, 10000), time.Now())
+	if f := findingByID(r, "local-ports-exhausted"); f == nil || len(f.Changes) != 0 || strings.Contains(strings.Join(f.Fixes, " "), "widen") {
+		t.Errorf("wide range: %+v", f)
 	}
 }
 

@@ -115,10 +115,18 @@ type Finding struct {
 	Summary     string         `json:"summary"`
 	Evidence    map[string]any `json:"evidence"`
 	Explanation string         `json:"explanation"`
-	Fixes       []string       `json:"fixes"`
+	// Fixes are the fix as printed. Analyze writes prose only (comment
+	// lines, "# …"); every command comes from Changes, which the planner
+	// renders for the host's kernel, firewall and namespace, and package
+	// doctor puts its lines in at ChangesAt.
+	Fixes []string `json:"fixes"`
 	// Changes are the fixes as data (additive to v1): what the planner
 	// turns into steps.
 	Changes []Change `json:"changes,omitempty"`
+	// ChangesAt is the index in Fixes where the planner's lines for
+	// Changes belong (0: before the prose; len(Fixes): after it). It is
+	// not in the JSON form: there, Fixes already hold those lines.
+	ChangesAt int `json:"-"`
 }
 
 // reportedStats are the counters the report carries, in its field order.
@@ -253,6 +261,10 @@ func Analyze(s *host.Snapshot, b *Breakdown, now time.Time) *Report {
 			if f.Evidence == nil {
 				f.Evidence = map[string]any{}
 			}
+			if f.Fixes == nil {
+				f.Fixes = []string{} // all of it is Changes: an empty array in the JSON, not null
+			}
+			f.ChangesAt = min(max(f.ChangesAt, 0), len(f.Fixes))
 			r.Findings = append(r.Findings, *f)
 		}
 	}

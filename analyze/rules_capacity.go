@@ -64,7 +64,8 @@ func ruleTableFull(c *ruleContext) *Finding {
 	}
 	fixes := []string{"# 1. find what fills the table (the breakdown above) and stop tracking what needs no state — see the other findings"}
 	fixes = append(fixes, "# 2. give the table room (this only buys time while whatever fills the table keeps growing: a bigger table fills up later, it does not stop the cause):")
-	fixes = append(fixes, c.limitFixes()...)
+	fixes = append(fixes, c.limitNotes()...)
+	at := len(fixes) // the planner's commands for the limit go here
 	fixes = append(fixes, "# 3. shorten the timeouts of the states that dominate (see timewait-dominant / established-timeout-long / unreplied-flood)")
 	return &Finding{ID: "table-full", Severity: sev, Summary: summary, Evidence: ev,
 		Explanation: "Every connection the kernel tracks takes one entry in the conntrack table, which has a fixed limit " +
@@ -72,7 +73,7 @@ func ruleTableFull(c *ruleContext) *Finding {
 			"an entry that never got a reply (early drop); if it finds none, it drops the packet and logs " +
 			"\"nf_conntrack: table full, dropping packet\". Clients see timeouts and retries while the server looks idle, " +
 			"because the packets never reach it. The `drop` counter counts exactly these packets; `insert_failed` is something else.",
-		Fixes: fixes, Changes: c.sizingChanges(true)}
+		Fixes: fixes, ChangesAt: at, Changes: c.sizingChanges(true)}
 }
 
 // logStamp formats a log event's time as the report does ("unknown" if zero).
@@ -92,13 +93,13 @@ func ruleTableNearFull(c *ruleContext) *Finding {
 	if t.Usage >= 0.9 {
 		sev = Critical
 	}
+	fixes := append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.limitNotes()...)
 	return &Finding{ID: "table-near-full", Severity: sev,
 		Summary:  fmt.Sprintf("table %s full (%d of %d): a traffic burst will start dropping packets", pct(t.Usage), t.Count, t.Max),
 		Evidence: map[string]any{"count": t.Count, "max": t.Max, "usage": round3(t.Usage), "early_drop": c.r.Stats.EarlyDrop},
 		Explanation: "The table is close to its limit. Once it is full, new connections are dropped unless an entry without " +
 			"a reply can be evicted. Common alerting thresholds are 75% (node-mixin) and 90%/95% (netdata).",
-		Fixes:   append([]string{"# reduce what is tracked (see the other findings), or raise the limit:"}, c.limitFixes()...),
-		Changes: c.sizingChanges(true)}
+		Fixes: fixes, ChangesAt: len(fixes), Changes: c.sizingChanges(true)}
 }
 
 func ruleNetNSNearFull(c *ruleContext) *Finding {
@@ -124,16 +125,16 @@ func ruleNetNSNearFull(c *ruleContext) *Finding {
 	if worst == nil {
 		return nil
 	}
+	fixes := append([]string{fmt.Sprintf("# diagnose that namespace to see what fills it: ctdoctor --netns %s", nsArg(worst[0])),
+		"# or raise the global limit, in the initial namespace (it applies to every namespace):"},
+		c.limitNotes()...)
 	return &Finding{ID: "netns-near-full", Severity: sev,
 		Summary:  fmt.Sprintf("%d network namespace(s) near the global conntrack limit (first: %v at %v)", len(worst), worst[0]["netns"], pct(worst[0]["usage"].(float64))),
 		Evidence: map[string]any{"namespaces": worst},
 		Explanation: "Each network namespace (container, pod, VRF) counts its own entries, but all of them are compared with the " +
 			"single global nf_conntrack_max. One busy container can hit the limit and drop its packets while the host's " +
 			"own count looks small — which is why host-level monitoring misses it.",
-		Fixes: append([]string{fmt.Sprintf("ctdoctor --netns %s   # diagnose that namespace: what fills it", nsArg(worst[0])),
-			"# or raise the global limit, in the initial namespace (it applies to every namespace):"},
-			c.limitFixes()...),
-		Changes: c.sizingChanges(true)}
+		Fixes: fixes, ChangesAt: len(fixes), Changes: c.sizingChanges(true)}
 }
 
 func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }

@@ -24,8 +24,7 @@ func ruleInsertFailed(c *ruleContext) *Finding {
 			"(A and AAAA). The second packet is dropped and the application waits for a retry (the well-known 5-second DNS delay " +
 			"on Kubernetes). clash_resolve counts the races the kernel resolved without a drop. Raising nf_conntrack_max does not help.",
 		Fixes: []string{
-			"# make SNAT pick fully random source ports:",
-			"iptables -t nat -A POSTROUTING -o <uplink> -j MASQUERADE --random-fully   # nft: masquerade random,fully-random",
+			"# make SNAT pick fully random source ports: iptables -t nat -A POSTROUTING -o UPLINK -j MASQUERADE --random-fully (nft: masquerade random,fully-random), with UPLINK the interface the traffic leaves by",
 			"# DNS in containers: 'options single-request-reopen' (glibc) or use TCP / a node-local DNS cache",
 			"# a kernel ≥ 5.x resolves more UDP clashes by itself (clash_resolve)",
 		}}
@@ -37,8 +36,8 @@ func ruleChainTooLong(c *ruleContext) *Finding {
 		return nil
 	}
 	t := c.r.Table
-	fixes := []string{"# give the hash table as many buckets as the table has entries:", c.bucketsFix()}
-	if fixes[1] == "" {
+	fixes := []string{c.bucketsNote()}
+	if fixes[0] == "" {
 		fixes = []string{"# the hash already has a bucket per allowed entry: chains this long mean colliding tuples, a hash-flooding attack (or an unkeyed hash on a very old kernel)",
 			"# find the sources that fill the table (top sources above) and drop or rate-limit them at the edge"}
 	}
@@ -48,7 +47,7 @@ func ruleChainTooLong(c *ruleContext) *Finding {
 		Explanation: "The kernel refuses to add an entry to a hash bucket whose chain is already longer than a random limit " +
 			"(about 50–80 entries) and drops the packet. With a keyed hash this only happens when the table has far too few " +
 			"buckets for its entries, or when someone crafts colliding tuples (a hash-flooding attack).",
-		Fixes: fixes, Changes: c.sizingChanges(false)}
+		Fixes: fixes, ChangesAt: len(fixes), Changes: c.sizingChanges(false)}
 }
 
 func ruleHashChainsLong(c *ruleContext) *Finding {
@@ -66,7 +65,7 @@ func ruleHashChainsLong(c *ruleContext) *Finding {
 	if chain >= 8 {
 		sev = Warning
 	}
-	fix := c.bucketsFix()
+	fix := c.bucketsNote()
 	if fix == "" {
 		return nil // more buckets than the proposal: nothing to change
 	}
@@ -76,7 +75,7 @@ func ruleHashChainsLong(c *ruleContext) *Finding {
 		Explanation: "Entries live in a hash table of `buckets` chains, and every entry is hashed twice (once per direction). " +
 			"Each packet's lookup walks one chain, so long chains cost CPU on every packet. The older advice of keeping the " +
 			"count under 2/3 of the buckets aims at the same thing; since 5.15 the kernel's own default is one bucket per entry.",
-		Fixes: []string{fix}, Changes: c.sizingChanges(false)}
+		Fixes: []string{fix}, ChangesAt: 1, Changes: c.sizingChanges(false)}
 }
 
 func ruleMaxBucketsRatio(c *ruleContext) *Finding {
@@ -92,7 +91,7 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 	if ratio >= 4 {
 		sev = Warning
 	}
-	fix := c.bucketsFix()
+	fix := c.bucketsNote()
 	if fix == "" {
 		return nil
 	}
@@ -111,7 +110,7 @@ func ruleMaxBucketsRatio(c *ruleContext) *Finding {
 			"so a full table keeps chains at about 2 nodes. A higher ratio saves 8 bytes per bucket but makes every lookup " +
 			"walk longer chains when the table fills up. The common advice 'hashsize = max / 4' (or max / 8) dates from kernels " +
 			"that sized the table that way; it is not a requirement.",
-		Fixes: []string{fix}, Changes: c.sizingChanges(false)}
+		Fixes: []string{fix}, ChangesAt: 1, Changes: c.sizingChanges(false)}
 }
 
 func ruleStatsUnavailable(c *ruleContext) *Finding {
@@ -124,5 +123,5 @@ func ruleStatsUnavailable(c *ruleContext) *Finding {
 		Explanation: "The per-CPU counters live in /proc/net/stat/nf_conntrack, which kernels built without " +
 			"CONFIG_NF_CONNTRACK_PROCFS (Ubuntu and others) do not have; ctdoctor then asks over netlink, which needs " +
 			"CAP_NET_ADMIN. Without them the diagnosis cannot tell drops from SNAT races.",
-		Fixes: []string{"sudo ctdoctor   # run as root (CAP_NET_ADMIN) to read the counters over netlink", "conntrack -S   # the same counters by hand"}}
+		Fixes: []string{"# run ctdoctor as root (CAP_NET_ADMIN) to read the counters over netlink", "# or read the same counters by hand: conntrack -S"}}
 }

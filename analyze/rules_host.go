@@ -7,10 +7,11 @@ func ruleLegacy(c *ruleContext) *Finding {
 		return nil
 	}
 	t := c.r.Table
-	fixes := c.limitFixes()
+	fixes := c.limitNotes()
 	if fixes == nil {
 		fixes = []string{"# the table has room now; if it fills up, raise net.ipv4.ip_conntrack_max (see table-full)"}
 	}
+	at := len(fixes) // the planner's commands for the limit go here
 	fixes = append(fixes, "# plan an upgrade: nf_conntrack (2.6.15+) has per-netns tables, keyed hashing, early drop and netlink statistics")
 	return &Finding{ID: "legacy-ip-conntrack", Severity: Warning,
 		Summary:  fmt.Sprintf("old ip_conntrack kernel (%s): settings live under net.ipv4.netfilter.ip_conntrack_*", c.snap.Kernel),
@@ -19,7 +20,7 @@ func ruleLegacy(c *ruleContext) *Finding {
 			"an unkeyed hash that can be flooded. Its default limit is small (8 entries per hash bucket, 16640 on a CentOS 5 box with 520 MB of RAM) and " +
 			"each entry costs more memory. The fixes are the same ideas under other names: net.ipv4.ip_conntrack_max, " +
 			"net.ipv4.netfilter.ip_conntrack_tcp_timeout_established, persisted in /etc/sysctl.conf.",
-		Fixes: fixes, Changes: c.sizingChanges(true)}
+		Fixes: fixes, ChangesAt: at, Changes: c.sizingChanges(true)}
 }
 
 func ruleKubeProxy(c *ruleContext) *Finding {
@@ -47,7 +48,8 @@ func ruleKubeProxy(c *ruleContext) *Finding {
 			"tcp_timeout_established = 86400 and tcp_timeout_close_wait = 3600 at every start. A value tuned with sysctl is " +
 			"silently overwritten at the next restart; change kube-proxy's configuration instead.",
 		Fixes: []string{"# KubeProxyConfiguration (kube-proxy ConfigMap), then restart kube-proxy:",
-			fmt.Sprintf("conntrack: {maxPerCore: %d, min: %d, tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 1h}   # the limit becomes max(%d × %d CPUs, %d) = %d%s",
-				perCore, limit, perCore, cpus, limit, limit, why),
+			fmt.Sprintf("#   conntrack: {maxPerCore: %d, min: %d, tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 1h}",
+				perCore, limit),
+			fmt.Sprintf("# the limit then becomes max(%d × %d CPUs, %d) = %d%s", perCore, cpus, limit, limit, why),
 			"# or set maxPerCore: 0 to make kube-proxy leave the limit alone, and set it with sysctl"}}
 }

@@ -9,6 +9,14 @@ const (
 	defaultPortHigh = 60999
 )
 
+// The wider range local-ports-exhausted proposes (55,536 ports); a
+// listening port inside it is kept out with ip_local_reserved_ports, as
+// the fix says.
+const (
+	portRangeKey   = "net.ipv4.ip_local_port_range"
+	wideLo, wideHi = 10000, 65535
+)
+
 // A client's connect() on Linux takes even-numbered local ports first and
 // turns to the odd ones only when no even port is free or reusable: the
 // entries of one tuple stop growing at half the local port range when
@@ -80,12 +88,16 @@ func ruleLocalPortsExhausted(c *ruleContext) *Finding {
 		"# reuse connections instead of opening one per request: in nginx, 'keepalive 32;' in the upstream block with 'proxy_http_version 1.1;' and 'proxy_set_header Connection \"\";'",
 		"# or spread the connections over more destinations: each upstream address:port gets a local port range of its own",
 	}
-	const wideLo, wideHi = 10000, 65535
+	var changes []Change
 	if lo > wideLo || hi < wideHi {
 		fixes = append(fixes,
-			fmt.Sprintf("# or widen the client's local port range (per network namespace; keep listening ports out of it with net.ipv4.ip_local_reserved_ports). More ports also mean more table entries: %d instead of %d per destination", wideHi-wideLo+1, size),
-			fmt.Sprintf("sysctl -w net.ipv4.ip_local_port_range=\"%d %d\"", wideLo, wideHi),
-			fmt.Sprintf("echo 'net.ipv4.ip_local_port_range = %d %d' >> %s   # persist across reboots", wideLo, wideHi, c.sysctlFile()))
+			fmt.Sprintf("# or widen the client's local port range (per network namespace; keep listening ports out of it with net.ipv4.ip_local_reserved_ports). More ports also mean more table entries: %d instead of %d per destination", wideHi-wideLo+1, size))
+		cur := ""
+		if known {
+			cur = fmt.Sprintf("%d %d", lo, hi)
+		}
+		changes = append(changes, genericSysctl(portRangeKey, cur, fmt.Sprintf("%d %d", wideLo, wideHi), "netns",
+			fmt.Sprintf("a client gets %d local ports per destination instead of %d; the range is each network namespace's own", wideHi-wideLo+1, size)))
 	}
 	return &Finding{ID: "local-ports-exhausted", Severity: Warning,
 		Summary:  summary,
@@ -100,5 +112,5 @@ func ruleLocalPortsExhausted(c *ruleContext) *Finding {
 			"unless tcp_tw_reuse allows the reuse (the default on loopback, for sockets about 1 s old). " +
 			"The count of entries then stays flat at the range size however fast connections arrive, so it no longer tells the " +
 			"connection rate: the rate is at least count / TIME_WAIT timeout, and can be far higher.",
-		Fixes: fixes}
+		Fixes: fixes, ChangesAt: len(fixes), Changes: changes}
 }

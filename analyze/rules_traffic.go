@@ -1,9 +1,6 @@
 package analyze
 
-import (
-	"fmt"
-	"strconv"
-)
+import "fmt"
 
 // minEntries is the smallest table worth a traffic-mix finding.
 const minEntries = 100
@@ -27,14 +24,11 @@ func ruleUnrepliedFlood(c *ruleContext) *Finding {
 		}
 	}
 	synSent, synRecv := b.TCPState["SYN_SENT"], b.TCPState["SYN_RECV"]
-	fixes := []string{}
+	// The shorter timeouts (Changes) first, then what else helps.
+	var fixes []string
 	if b.Unreplied["tcp"] > 0 {
-		fixes = append(fixes, c.setSysctl("tcp_timeout_syn_sent", 30)...)
-		fixes = append(fixes, c.setSysctl("tcp_timeout_syn_recv", 30)...)
-		fixes = append(fixes, "sysctl -w net.ipv4.tcp_syncookies=1   # and consider SYNPROXY for a SYN flood")
-	}
-	if b.Unreplied["udp"] > 0 {
-		fixes = append(fixes, c.setSysctl("udp_timeout", 10)...)
+		fixes = append(fixes, "# a SYN flood: SYN cookies (net.ipv4.tcp_syncookies, on by default) protect the listening socket, not this table; "+
+			"SYNPROXY (nft synproxy, iptables -j SYNPROXY) answers the SYNs before conntrack tracks them, so only completed handshakes take an entry")
 	}
 	fixes = append(fixes, "# drop or rate-limit the sources at the edge; see top_sources")
 	var changes []Change
@@ -100,9 +94,9 @@ func ruleTimeWaitDominant(c *ruleContext) *Finding {
 			"local ports to spare: a client that has used up its local port range to one destination reuses TIME_WAIT tuples, " +
 			"and the count stops growing with the rate.",
 		Changes: c.timeoutChanges("a closed connection needs its TIME_WAIT entry only while late packets can still arrive; 30 s covers them", "tcp_timeout_time_wait", int64(30)),
-		Fixes: append(append([]string{"# reuse connections: nginx 'keepalive 32;' in the upstream block plus proxy_http_version 1.1 and an empty Connection header"},
-			c.setSysctl("tcp_timeout_time_wait", 30)...),
-			"# or stop tracking the busy path entirely (see loopback-tracked / busy-port-tracked)")}
+		Fixes: []string{"# reuse connections: nginx 'keepalive 32;' in the upstream block plus proxy_http_version 1.1 and an empty Connection header",
+			"# or stop tracking the busy path entirely (see loopback-tracked / busy-port-tracked)"},
+		ChangesAt: 1}
 }
 
 func ruleLoopbackTracked(c *ruleContext) *Finding {
@@ -137,7 +131,6 @@ func ruleLoopbackTracked(c *ruleContext) *Finding {
 			"server. NOTRACK in the raw table exempts them. Untracked packets no longer match `ct state established,related` or " +
 			"`ct state new` rules (`--state NEW`, `--state RELATED,ESTABLISHED`): without an accept rule for untracked packets " +
 			"ahead of them, the traffic you exempted falls through to the firewall's default policy and is dropped — the service goes down.",
-		Fixes:   notrackFixes("iif lo", "oif lo", "-i lo", "-o lo"),
 		Changes: notrackChange(TrafficMatch{Loopback: true}, "loopback connections cross no firewall boundary and no NAT")}
 }
 
@@ -162,7 +155,6 @@ func ruleBusyPort(c *ruleContext) *Finding {
 	if c.r.Table.Usage >= 0.5 {
 		sev = Warning
 	}
-	port := strconv.Itoa(int(top.Port))
 	return &Finding{ID: "busy-port-tracked", Severity: sev,
 		Summary:  fmt.Sprintf("%s/%d holds %s of the table (%d entries)", top.Proto, top.Port, pct(share(top.Count, b.Total)), top.Count),
 		Evidence: map[string]any{"proto": top.Proto, "port": top.Port, "count": top.Count, "share": round3(share(top.Count, b.Total)), "time_wait": top.TimeWait, "unreplied": top.Unreplied},
@@ -170,8 +162,6 @@ func ruleBusyPort(c *ruleContext) *Finding {
 			"rules for the port do not depend on connection state, NOTRACK for the port frees all of those entries. " +
 			"Check first: NATed traffic (Docker published ports, Kubernetes services) must stay tracked, and untracked packets " +
 			"match no `ct state` rule, so the accept rule for them must come first.",
-		Fixes: notrackFixes(top.Proto+" dport "+port, top.Proto+" sport "+port,
-			"-p "+top.Proto+" --dport "+port, "-p "+top.Proto+" --sport "+port),
 		Changes: notrackChange(TrafficMatch{Proto: top.Proto, Port: top.Port}, fmt.Sprintf("%s/%d holds %s of the table", top.Proto, top.Port, pct(share(top.Count, b.Total))))}
 }
 
@@ -216,7 +206,6 @@ func ruleEstablishedTimeoutLong(c *ruleContext) *Finding {
 			"(5 days by default). When a peer vanishes (crash, NAT or firewall timeout, a keepalive that gave up) no FIN or RST " +
 			"is seen and the entry lingers for the full 5 days, long after both ends forgot the connection. Any value well above the keepalive window " +
 			"(keepalive_time + intvl × probes) keeps dead connections around.",
-		Fixes:   c.setSysctl("tcp_timeout_established", newEst),
 		Changes: c.timeoutChanges("at least twice the time TCP keepalive takes to give up on a peer, so no live connection loses its entry", "tcp_timeout_established", newEst)}
 }
 

@@ -262,10 +262,11 @@ func (z *Sizing) memoryNote() string {
 	return s + ")"
 }
 
-// limitFixes returns the commands that give the table the proposed limit
-// and hash size, saying why and what it costs. It returns nil when the
-// proposal keeps the limit.
-func (c *ruleContext) limitFixes() []string {
+// limitNotes says in comment lines why the table gets the proposed limit
+// (and hash size) and what that costs: the prose before the planner's
+// commands for sizingChanges(true). It returns nil when the proposal keeps
+// the limit.
+func (c *ruleContext) limitNotes() []string {
 	z := c.sizing()
 	if !z.RaiseMax() {
 		return nil
@@ -274,36 +275,34 @@ func (c *ruleContext) limitFixes() []string {
 	if z.CurrentMax > 0 {
 		cur = fmt.Sprintf("%d", z.CurrentMax)
 	}
-	fixes := []string{fmt.Sprintf("# raise the limit from %s to %d entries: %s", cur, z.Max, z.MaxReason)}
-	set := c.setSysctl("max", z.Max)
-	set[0] += "   # " + z.memoryNote()
-	fixes = append(fixes, set...)
-	if z.RaiseBuckets() {
-		fixes = append(fixes, c.bucketsFix())
+	notes := []string{fmt.Sprintf("# raise the limit from %s to %d entries: %s; %s", cur, z.Max, z.MaxReason, z.memoryNote())}
+	if n := c.bucketsNote(); n != "" {
+		notes = append(notes, n)
 	}
-	return fixes
+	return notes
 }
 
-// bucketsFix returns the command that gives the hash the proposed number
-// of buckets, or "" when the proposal keeps it.
-func (c *ruleContext) bucketsFix() string {
+// bucketsNote says in a comment line why the hash gets the proposed
+// number of buckets and what they cost (the planner's step title then
+// gives the number), or "" when the proposal keeps the hash size.
+func (c *ruleContext) bucketsNote() string {
 	z := c.sizing()
 	if !z.RaiseBuckets() {
 		return ""
 	}
-	note := "one bucket per entry"
+	note := "# give the hash table one bucket per entry"
 	if z.RaiseMax() {
 		note += fmt.Sprintf(" of the new limit %d", z.Max)
 	}
 	if z.CurrentBuckets > 0 {
-		note += fmt.Sprintf(", %s more kernel memory", HumanBytes((roundUp(z.Buckets, 512)-roundUp(z.CurrentBuckets, 512))*8))
+		note += fmt.Sprintf(": %s more kernel memory", HumanBytes((roundUp(z.Buckets, 512)-roundUp(z.CurrentBuckets, 512))*8))
 	}
-	return c.setHashsize(z.Buckets, note)
+	return note
 }
 
 // sizingChanges returns the proposal as data (Finding.Changes) for a
-// finding whose fixes set the limit (withMax) and the hash size: the same
-// values as its fix lines, for the planner.
+// finding that sets the limit (withMax) and the hash size: the values its
+// notes (limitNotes, bucketsNote) speak of, for the planner.
 func (c *ruleContext) sizingChanges(withMax bool) []Change {
 	z := c.sizing()
 	var ch []Change
@@ -311,7 +310,7 @@ func (c *ruleContext) sizingChanges(withMax bool) []Change {
 		ch = append(ch, Change{Kind: ChangeSysctl, Setting: "max", Key: c.sysctlKey("max"), Current: z.CurrentMax,
 			Proposed: z.Max, Scope: "global", Reason: z.MaxReason, CostBytes: z.MemoryAtMaxBytes})
 	}
-	// As in the fix lines: limitFixes sets the buckets only with the limit.
+	// As in the notes: limitNotes gives the buckets only with the limit.
 	if z.RaiseBuckets() && (!withMax || z.RaiseMax()) {
 		mod := "nf_conntrack"
 		if c.snap.Settings.Legacy {

@@ -17,33 +17,48 @@ import (
 	"github.com/ctdoctor/ctdoctor/sim"
 )
 
-// settingNumbers finds, in fix lines, every value given to the table's
-// limit and to its hash size: "nf_conntrack_max=N", "ip_conntrack_max = N",
-// "nf_conntrack_buckets N", "echo N > …/hashsize", "hashsize=N". Buckets and
-// hashsize are one setting (writing either resizes the same hash table).
+// settingNumbers finds, in the prose of fixes, every value given to the
+// table's limit and to its hash size: "raise the limit from … to N
+// entries", "one bucket per entry of the new limit N", and any sysctl or
+// hash-size assignment a fix line might spell out ("nf_conntrack_max=N",
+// "hashsize=N", "echo N > …/hashsize"). Buckets and hashsize are one
+// setting (writing either resizes the same hash table). Refs only refer to
+// a value another finding proposes.
 var settingNumbers = []struct {
 	setting string
 	re      *regexp.Regexp
+	ref     bool
 }{
-	{"max", regexp.MustCompile(`(?:nf|ip)_conntrack_max\b['"]?[\s=:]*(\d+)`)},
-	{"buckets", regexp.MustCompile(`nf_conntrack_buckets\b['"]?[\s=:]*(\d+)`)},
-	{"buckets", regexp.MustCompile(`hashsize\b['"]?[\s=:]*(\d+)`)},
-	{"buckets", regexp.MustCompile(`echo\s+(\d+)\s*>\s*\S*hashsize\b`)},
+	{"max", regexp.MustCompile(`raise the limit from .* to (\d+) entries`), false},
+	{"max", regexp.MustCompile(`(?:nf|ip)_conntrack_max\b['"]?[\s=:]*(\d+)`), false},
+	{"max", regexp.MustCompile(`of the new limit (\d+)`), true},
+	{"buckets", regexp.MustCompile(`nf_conntrack_buckets\b['"]?[\s=:]*(\d+)`), false},
+	{"buckets", regexp.MustCompile(`hashsize\b['"]?[\s=:]*(\d+)`), false},
+	{"buckets", regexp.MustCompile(`echo\s+(\d+)\s*>\s*\S*hashsize\b`), false},
 }
 
 // proposedSizes collects, per setting, the distinct values the report's
-// fixes give it.
+// changes give it (the data the planner turns into commands) and the
+// values its fixes' prose speaks of.
 func proposedSizes(r *analyze.Report) map[string][]int64 {
 	got := map[string][]int64{}
+	add := func(setting string, v int64) {
+		if !slices.Contains(got[setting], v) {
+			got[setting] = append(got[setting], v)
+		}
+	}
 	for _, f := range r.Findings {
 		for _, fix := range f.Fixes {
 			for _, sn := range settingNumbers {
 				for _, m := range sn.re.FindAllStringSubmatch(fix, -1) {
 					v, _ := strconv.ParseInt(m[1], 10, 64)
-					if !slices.Contains(got[sn.setting], v) {
-						got[sn.setting] = append(got[sn.setting], v)
-					}
+					add(sn.setting, v)
 				}
+			}
+		}
+		for _, c := range f.Changes {
+			if setting := map[string]string{"max": "max", "hashsize": "buckets"}[c.Setting]; setting != "" {
+				add(setting, c.Proposed)
 			}
 		}
 	}
@@ -70,21 +85,17 @@ func checkOneSizing(t *testing.T, name string, r *analyze.Report, curMax, curBuc
 			}
 		}
 	}
-	// The same proposal as data, for the planner: the values of the fix lines.
+	// A finding whose prose proposes a size carries it as data, for the
+	// planner (its commands come from there).
 	for _, f := range r.Findings {
-		for _, c := range f.Changes {
-			setting := map[string]string{"max": "max", "hashsize": "buckets"}[c.Setting]
-			if setting == "" {
-				continue
-			}
-			if !slices.Equal(got[setting], []int64{c.Proposed}) {
-				t.Errorf("%s: %s's change sets %s to %d, its fixes say %v", name, f.ID, c.Setting, c.Proposed, got[setting])
-			}
-		}
-		if len(f.Fixes) > 0 && len(f.Changes) == 0 {
-			for _, fix := range f.Fixes {
-				if strings.Contains(fix, "hashsize") && strings.HasPrefix(fix, "echo") {
-					t.Errorf("%s: %s sets the hash size but has no change for the planner", name, f.ID)
+		for _, fix := range f.Fixes {
+			for _, sn := range settingNumbers {
+				if sn.ref || !sn.re.MatchString(fix) {
+					continue
+				}
+				want := map[string]string{"max": "max", "buckets": "hashsize"}[sn.setting]
+				if !slices.ContainsFunc(f.Changes, func(c analyze.Change) bool { return c.Setting == want }) {
+					t.Errorf("%s: %s proposes a %s in its fixes but has no change for the planner: %s", name, f.ID, sn.setting, fix)
 				}
 			}
 		}
@@ -142,7 +153,7 @@ func TestFixtureReportsGiveOneSizing(t *testing.T) {
 	for _, dir := range fixtureHosts(t) {
 		s, r := fixtureReport(t, dir)
 		got := checkOneSizing(t, filepath.Base(dir), r, s.Settings.Max, s.Settings.Buckets)
-		t.Logf("%s: max %d buckets %d → fixes propose %v", filepath.Base(dir), s.Settings.Max, s.Settings.Buckets, got)
+		t.Logf("%s: max %d buckets %d → changes and fixes propose %v", filepath.Base(dir), s.Settings.Max, s.Settings.Buckets, got)
 	}
 }
 
