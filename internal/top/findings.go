@@ -198,6 +198,7 @@ func (p *painter) help() []string {
 		{"n, tab, →", "next namespace (--netns more than once, or --all-netns)"},
 		{"p, shift+tab, ←", "previous namespace"},
 		{"f, enter", "the findings: ↑/↓ select one, enter shows its fix, esc goes back"},
+		{"p (findings)", "quit and print the selected finding's fix, whole, to copy it"},
 	}
 	out := []string{p.title(""), st.bold.Render("Keys")}
 	for _, k := range keys {

@@ -57,6 +57,9 @@ type Model struct {
 	flash      string
 	flashUntil time.Time
 	quitting   bool
+	// print is what to write on the terminal after the screen closes: a
+	// fix to copy, unwrapped.
+	print []string
 }
 
 // tickMsg asks the model to read the source again.
@@ -266,13 +269,24 @@ func (m *Model) findingsKey(key string) tea.Cmd {
 		if n > 0 {
 			m.showFix, m.scroll = !m.showFix, 0
 		}
+	case "p":
+		if n > 0 {
+			fd := f.Report.Findings[min(m.sel, n-1)]
+			m.print = append([]string{"# " + fd.ID + " (netns " + f.NetNS + "): " + fd.Summary}, fd.Fixes...)
+			m.quitting = true
+			return tea.Quit
+		}
 	case "n", "tab", "right", "l":
 		m.switchNS(1)
-	case "p", "shift+tab", "left":
+	case "shift+tab", "left":
 		m.switchNS(-1)
 	}
 	return nil
 }
+
+// Printed is what the screen asked to print once it closed (a fix to
+// copy), one line a string; nil when nothing.
+func (m *Model) Printed() []string { return m.print }
 
 // switchNS moves to the next (+1) or previous (-1) namespace.
 func (m *Model) switchNS(step int) {
@@ -345,9 +359,9 @@ func (m *Model) footer(st styles) string {
 	case m.flash != "":
 		return st.bold.Render(m.flash)
 	case m.screen == findingsScreen && m.showFix:
-		return strings.Join([]string{k("↑/↓", "scroll"), k("esc", "back to the list"), k("n/p", "netns"), k("q", "quit")}, "  ")
+		return strings.Join([]string{k("↑/↓", "scroll"), k("p", "print it and quit"), k("esc", "back"), k("n", "netns"), k("q", "quit")}, "  ")
 	case m.screen == findingsScreen:
-		return strings.Join([]string{k("↑/↓", "select"), k("enter", "fix"), k("esc", "back"), k("n/p", "netns"), k("q", "quit")}, "  ")
+		return strings.Join([]string{k("↑/↓", "select"), k("enter", "fix"), k("p", "print fix, quit"), k("esc", "back"), k("q", "quit")}, "  ")
 	}
 	var pre string
 	if m.filter != "" {

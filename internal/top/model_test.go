@@ -36,6 +36,8 @@ func key(name string) tea.KeyPressMsg {
 		return tea.KeyPressMsg{Code: tea.KeyTab, Mod: tea.ModShift}
 	case "backspace":
 		return tea.KeyPressMsg{Code: tea.KeyBackspace}
+	case "home":
+		return tea.KeyPressMsg{Code: tea.KeyHome}
 	case "ctrl+c":
 		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
 	}
@@ -44,7 +46,7 @@ func key(name string) tea.KeyPressMsg {
 
 // The key presses the tests send are the ones the model matches on.
 func TestKeyNames(t *testing.T) {
-	for _, name := range []string{"enter", "esc", "up", "down", "tab", "shift+tab", "backspace", "ctrl+c", "q", "?", "/", "s"} {
+	for _, name := range []string{"enter", "esc", "up", "down", "tab", "shift+tab", "backspace", "home", "ctrl+c", "q", "?", "/", "s"} {
 		if got := key(name).String(); got != name {
 			t.Errorf("key(%q).String() = %q", name, got)
 		}
@@ -310,6 +312,17 @@ func TestKeys(t *testing.T) {
 	if s := screen(m); !strings.Contains(s, "By TCP state") {
 		t.Errorf("esc again: not back to the dashboard:\n%s", s)
 	}
+
+	// p in the findings quits and prints the selected fix, unwrapped.
+	press(m, "f", "home", "down")
+	if cmd := press(m, "p"); cmd == nil || !isQuit(cmd) {
+		t.Errorf("p in the findings does not quit")
+	}
+	fd := src.frames["demo"].Report.Findings[1]
+	if got, want := m.Printed(), append([]string{"# loopback-tracked (netns demo): " + fd.Summary}, fd.Fixes...); !reflect.DeepEqual(got, want) {
+		t.Errorf("p printed %q, want %q", got, want)
+	}
+	m = sized(src, 100, 40, Plain)
 
 	// q and ctrl+c quit; q typed into the filter does not.
 	press(m, "/")

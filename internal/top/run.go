@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 )
 
 // Run shows the screen on the terminal until q, ctrl+c, SIGINT, SIGTERM
-// or the end of ctx, and restores the terminal. in and out are the
-// terminal (nil: bubbletea's default, the standard input and output).
+// or the end of ctx, and restores the terminal; then it writes what the
+// screen was asked to print (a fix, with p) to out. in and out are the
+// terminal (nil: the standard input and output).
 func Run(ctx context.Context, src watch.Source, o Options, in io.Reader, out io.Writer) error {
 	m := NewModel(src, o)
 	opts := []tea.ProgramOption{tea.WithContext(ctx)}
@@ -25,8 +27,15 @@ func Run(ctx context.Context, src watch.Source, o Options, in io.Reader, out io.
 	}
 	if out != nil {
 		opts = append(opts, tea.WithOutput(out))
+	} else {
+		out = os.Stdout
 	}
 	_, err := tea.NewProgram(m, opts...).Run()
+	if lines := m.Printed(); lines != nil {
+		if _, werr := io.WriteString(out, strings.Join(lines, "\n")+"\n"); werr != nil && err == nil {
+			err = werr
+		}
+	}
 	switch {
 	case err == nil, errors.Is(err, tea.ErrInterrupted):
 		return nil
