@@ -40,6 +40,17 @@
 // a listing that are no entry are skipped, counted there, and named in the
 // verdict.
 //
+// # Fixes
+//
+// A finding's fixes are prose from package analyze (comment lines) and its
+// changes as data (analyze.Change). Diagnose plans them as [Plan] does
+// (package tune, with the namespace's real firewall ruleset on the live
+// host) and puts each step's title and exact commands into the fixes of
+// the finding it comes from: every command a report prints is one the plan
+// runs, with its namespace prefix. Options.NoPlan skips this for callers
+// that do not show the fixes: no ruleset is read and nothing is written
+// to a temporary directory.
+//
 // Diagnose writes nothing to stdout or stderr; progress goes to the
 // optional Options.Progress callback.
 package doctor

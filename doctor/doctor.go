@@ -13,7 +13,6 @@ import (
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/host"
 	"github.com/ctdoctor/ctdoctor/host/ctnetlink"
-	"github.com/ctdoctor/ctdoctor/tune"
 )
 
 // ErrInput is wrapped by the error Diagnose returns for an inconsistent Input.
@@ -106,6 +105,12 @@ type Options struct {
 	Top int
 	// Progress, when set, is called as the diagnosis advances (see [Progress]).
 	Progress func(Progress)
+	// NoPlan skips planning: no ruleset is read, no temporary directory is
+	// made, and the findings keep analyze's fixes — prose only, without a
+	// command — with their Changes as data. For callers that do not show
+	// the fixes (the exporter, a live view); [Plan] still plans from the
+	// Result afterwards.
+	NoPlan bool
 }
 
 // Stages reported to Options.Progress.
@@ -273,13 +278,14 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		listingVerdict(rep, listing)
 	}
 	res := &Result{Report: rep, Snapshot: snap, Breakdown: bd}
-	// The printed fixes are the planner's: the same commands `ctdoctor
-	// plan` shows, for this kernel, these files and this firewall.
+	if opt.NoPlan {
+		return res, nil
+	}
+	// The printed commands are the planner's: the same commands `ctdoctor
+	// plan` shows, for this kernel, these files, this firewall and this
+	// namespace.
 	if p, err := Plan(ctx, in, res, PlanOptions{}); err == nil {
 		applyPlanFixes(rep, p)
-		if kind == "live" && !snap.NetNS.Init && in.NetNS != "" {
-			inNamespace(rep, tune.Target{NetNS: in.NetNS}.Prefix())
-		}
 	} else {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("fixes: %v", err))
 	}

@@ -85,52 +85,45 @@ func needsRuleset(r *analyze.Report) bool {
 	return false
 }
 
-// applyPlanFixes rewrites the fixes of every finding that carries changes
-// from the plan's steps that make them, so that what the report prints is
-// exactly what `ctdoctor plan` would do: commands for the kernel and the
-// firewall actually present, with the namespace prefix, the global part
-// marked as such. Two findings that propose the same change print the same
-// commands. Advice lines (comments, commands that are not changes) stay
-// where they were; the change lines are replaced where the first of them
-// stood.
+// applyPlanFixes puts into the fixes of every finding that carries changes
+// the lines of the plan's steps that make them, so that every command the
+// report prints is exactly one `ctdoctor plan` would run: for the kernel
+// and the firewall actually present, with the namespace prefix, the global
+// part marked as such. Analyze writes the fixes as prose only (comment
+// lines); the plan's lines go in where the finding says (ChangesAt). Two
+// findings that propose the same change print the same commands. A step
+// that sets a namespace's own sysctl is followed by where such a setting
+// persists (not in the host's sysctl.d, which never reaches a namespace).
 func applyPlanFixes(r *analyze.Report, p *tune.Plan) {
+	steps := append(slices.Clone(p.Steps), p.GlobalSteps...)
 	for i := range r.Findings {
 		f := &r.Findings[i]
 		if len(f.Changes) == 0 {
 			continue
 		}
 		var lines []string
-		for i, s := range append(slices.Clone(p.Steps), p.GlobalSteps...) {
+		for k, s := range steps {
 			if !stepMakes(s, f) {
 				continue
 			}
-			if i >= len(p.Steps) {
+			if k >= len(p.Steps) {
 				lines = append(lines, "# on the host itself (a global setting, read-only in this namespace): "+s.Title)
 			} else {
 				lines = append(lines, "# "+s.Title)
 			}
 			lines = append(lines, s.Commands...)
+			if s.Persist == tune.NetNSNotPersisted {
+				lines = append(lines, "# "+s.Key+" is this namespace's own: it persists wherever the namespace is made "+
+					"(docker run --sysctl, a pod's securityContext.sysctls, the script that runs ip netns add), not in the host's /etc/sysctl.d")
+			}
 		}
 		for _, s := range p.Skipped {
 			if s.Finding == f.ID {
 				lines = append(lines, "# not planned — "+s.What+": "+s.Reason)
 			}
 		}
-		var out []string
-		placed := false
-		for _, l := range f.Fixes {
-			if isChangeLine(l) {
-				if !placed {
-					out = append(out, lines...)
-					placed = true
-				}
-				continue
-			}
-			out = append(out, l)
-		}
-		if !placed {
-			out = append(out, lines...)
-		}
+		at := min(max(f.ChangesAt, 0), len(f.Fixes))
+		out := slices.Concat(f.Fixes[:at], lines, f.Fixes[at:])
 		if len(out) == 0 {
 			out = []string{"# nothing to change: the settings are already at the proposed values"}
 		}
@@ -164,45 +157,4 @@ func stepMakes(s tune.Step, f *analyze.Finding) bool {
 		}
 	}
 	return false
-}
-
-// inNamespace makes the advice lines the planner did not write (those of
-// findings without changes, and the advice beside changes) run in the
-// diagnosed namespace: a per-namespace sysctl (net.*) gets the prefix, and
-// appending it to the host's sysctl.d — which never reaches a namespace —
-// becomes a note on where such a setting persists.
-func inNamespace(r *analyze.Report, prefix string) {
-	if prefix == "" {
-		return
-	}
-	for i := range r.Findings {
-		f := r.Findings[i].Fixes
-		for j, l := range f {
-			switch {
-			case strings.HasPrefix(l, "sysctl -w net."):
-				f[j] = prefix + l
-			case strings.HasPrefix(l, "echo 'net.") && strings.Contains(l, ">> /etc/sysctl"):
-				key, _, _ := strings.Cut(strings.TrimPrefix(l, "echo '"), " ")
-				f[j] = "# " + key + " is this namespace's own: it persists wherever the namespace is made " +
-					"(docker run --sysctl, a pod's securityContext.sysctls, the script that runs ip netns add), not in the host's /etc/sysctl.d"
-			}
-		}
-	}
-}
-
-// isChangeLine reports whether a fix line is one of the change commands
-// analyze prints for a Change (sysctls, the hash size, NOTRACK rules and
-// their headings), which the plan's commands replace.
-func isChangeLine(l string) bool {
-	l = strings.TrimSpace(l)
-	for _, p := range []string{
-		"sysctl -w net.netfilter.nf_conntrack_", "sysctl -w net.ipv4.ip_conntrack_", "sysctl -w net.ipv4.netfilter.ip_conntrack_",
-		"echo 'net.netfilter.nf_conntrack_", "echo 'net.ipv4.ip_conntrack_", "echo 'net.ipv4.netfilter.ip_conntrack_",
-		"nft ", "iptables ", "ip6tables ", "# nftables:", "# iptables:",
-	} {
-		if strings.HasPrefix(l, p) {
-			return true
-		}
-	}
-	return strings.HasPrefix(l, "echo ") && strings.Contains(l, "/parameters/hashsize")
 }
