@@ -106,7 +106,8 @@ func (e *Exporter) diagnose(ctx context.Context, nsPath string) (*analyze.Report
 	if e.opt.Diagnose != nil {
 		return e.opt.Diagnose(ctx, nsPath, e.opt.TopServices)
 	}
-	res, err := doctor.Run(ctx, doctor.Input{NetNS: nsPath}, doctor.Options{Interval: counterSampleInterval, Top: e.opt.TopServices})
+	// The metrics need the findings, not their fixes: no planning (no ruleset read).
+	res, err := doctor.Run(ctx, doctor.Input{NetNS: nsPath}, doctor.Options{Interval: counterSampleInterval, Top: e.opt.TopServices, NoPlan: true})
 	if err != nil {
 		return nil, err
 	}

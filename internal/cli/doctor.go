@@ -29,6 +29,7 @@ type doctorOptions struct {
 	top      int
 	color    string
 	verbose  bool
+	noPlan   bool // --no-plan: the exporter's background run, which shows no fixes
 
 	intervalSet bool // --interval was given
 }
@@ -47,6 +48,8 @@ func (d *doctorOptions) bind(c *cobra.Command) {
 	f.IntVar(&d.top, "top", 10, "rows in the top sources/destinations/services tables")
 	f.StringVar(&d.color, "color", "auto", "colour: auto (on a terminal, unless NO_COLOR is set), always or never")
 	f.BoolVarP(&d.verbose, "verbose", "v", false, "explain every finding, including informational ones")
+	f.BoolVar(&d.noPlan, "no-plan", false, "diagnosis only: the fixes keep their advice and changes but no planned command (the exporter's background run)")
+	_ = f.MarkHidden("no-plan")
 }
 
 // validate checks the flags together; every error it returns is a usage
@@ -134,7 +137,7 @@ func diagnose(ctx context.Context, d *doctorOptions, stderr io.Writer) (*analyze
 	prog := newProgress(stderr, "")
 	defer prog.done()
 	return doctor.Diagnose(ctx, in, doctor.Options{Interval: d.interval, NoLog: d.noLog, NoEntries: d.noList,
-		Top: d.top, Progress: prog.update})
+		Top: d.top, Progress: prog.update, NoPlan: d.noPlan})
 }
 
 // isFile reports whether path is a regular file.

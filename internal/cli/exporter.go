@@ -59,7 +59,7 @@ const listingNice = 10
 // at nice listingNice and reads its report: the listing's memory goes with
 // the child, and scrapes keep the CPU while it runs.
 func childDiagnose(ctx context.Context, nsPath string, top int) (*analyze.Report, error) {
-	args := []string{"-o", "json", "--color", "never", "--interval", exporter.CounterSampleInterval.String(), "--top", strconv.Itoa(top)}
+	args := []string{"-o", "json", "--color", "never", "--interval", exporter.CounterSampleInterval.String(), "--top", strconv.Itoa(top), "--no-plan"}
 	if nsPath != "" {
 		args = append(args, "--netns", nsPath)
 	}
