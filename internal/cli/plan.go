@@ -148,7 +148,8 @@ func makePlan(ctx context.Context, o *planOptions, stderr io.Writer) (*tune.Plan
 		interval = 0
 	}
 	prog := newProgress(stderr, "")
-	res, err := doctor.Run(ctx, in, doctor.Options{Interval: interval, Progress: prog.update})
+	// NoPlan: the plan is made once, below (the report's fixes are not shown).
+	res, err := doctor.Run(ctx, in, doctor.Options{Interval: interval, Progress: prog.update, NoPlan: true})
 	prog.done()
 	if errors.Is(err, doctor.ErrInput) {
 		return nil, &exitError{code: 2, err: err, help: "ctdoctor plan"}

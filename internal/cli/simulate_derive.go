@@ -53,7 +53,7 @@ func (d *deriveOptions) validate(o *simulateOptions, args []string) error {
 // the drop rates, on the live host) and derives the scenario from it.
 func (d *deriveOptions) scenario(ctx context.Context) (*sim.Scenario, error) {
 	in := doctor.Input{NetNS: d.netns}
-	opt := doctor.Options{Interval: time.Second, NoLog: true, Top: 20}
+	opt := doctor.Options{Interval: time.Second, NoLog: true, Top: 20, NoPlan: true} // the fixes are not shown
 	if d.snapshot != "" {
 		in, opt.Interval = doctor.Input{Snapshot: d.snapshot}, 0
 	}
