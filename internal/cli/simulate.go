@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/doctor"
 	"github.com/ctdoctor/ctdoctor/engine"
 	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/sim"
@@ -329,7 +330,9 @@ func runSimulate(ctx context.Context, o *simulateOptions, args []string, stdout,
 	}
 	var rep *analyze.Report
 	if o.report {
-		if rep, err = s.Report(reportBase(), o.top); err != nil {
+		// As ctdoctor diagnoses a host, fixes planned: every command printed is the plan's.
+		in := doctor.Input{Host: s.Snapshot(reportBase()), Entries: s.Tracker().Flows}
+		if rep, err = doctor.Diagnose(ctx, in, doctor.Options{Top: o.top}); err != nil {
 			return err
 		}
 	}
