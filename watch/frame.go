@@ -85,9 +85,15 @@ type Frame struct {
 	// Report is the last full diagnosis (verdict, findings and their
 	// fixes); nil until the first one finishes.
 	Report *analyze.Report `json:"-"`
+	// ReportError is why the last diagnosis failed ("" when it did not);
+	// Report keeps the one before.
+	ReportError string `json:"report_error,omitempty"`
 	// KernelLog holds the most recent table-full events for this
 	// namespace, oldest first, since the watch started.
 	KernelLog []LogEvent `json:"kernel_log,omitempty"`
+	// KernelLogError is why the kernel log is not followed (reading it
+	// needs CAP_SYSLOG when kernel.dmesg_restrict=1); "" when it is.
+	KernelLogError string `json:"kernel_log_error,omitempty"`
 }
 
 // Source is what a view reads: the watched namespaces and their latest

@@ -1,0 +1,211 @@
+package watch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/ctdoctor/ctdoctor/conntrack"
+	"github.com/ctdoctor/ctdoctor/host"
+)
+
+// The files a refresh reads, in the namespace's view of /proc: the same
+// as the exporter's scrape (current names first, then the legacy
+// ip_conntrack ones).
+var (
+	countFiles   = []string{"/proc/sys/net/netfilter/nf_conntrack_count", "/proc/sys/net/ipv4/netfilter/ip_conntrack_count"}
+	maxFiles     = []string{"/proc/sys/net/netfilter/nf_conntrack_max", "/proc/sys/net/nf_conntrack_max", "/proc/sys/net/ipv4/ip_conntrack_max", "/proc/sys/net/ipv4/netfilter/ip_conntrack_max"}
+	bucketsFiles = []string{"/proc/sys/net/netfilter/nf_conntrack_buckets", "/proc/sys/net/ipv4/netfilter/ip_conntrack_buckets"}
+	eventsFiles  = []string{"/proc/sys/net/netfilter/nf_conntrack_events"}
+	statFiles    = []string{"/proc/thread-self/net/stat/nf_conntrack", "/proc/thread-self/net/stat/ip_conntrack"}
+)
+
+// counters is one refresh's cheap read of a namespace: a handful of
+// small procfs files, never the entries.
+type counters struct {
+	at                  time.Time
+	count, max, buckets int64 // -1: unknown
+	// events is net.netfilter.nf_conntrack_events (-1: unknown): 0 means
+	// the kernel sends no events in this namespace.
+	events   int64
+	stats    *conntrack.Stats // summed over the CPUs; nil when unknown
+	statsErr error
+}
+
+// readCounters reads the namespace at path ("" = the caller's): the
+// sysctls and the per-CPU counters of /proc/net/stat/nf_conntrack on a
+// thread inside it, the counters over ctnetlink (netlinkStats) where
+// that file does not exist (kernels built without
+// CONFIG_NF_CONNTRACK_PROCFS). The error is for a namespace that cannot
+// be entered; it wraps host.ErrEnterNetNS then.
+func readCounters(path string, netlinkStats func() ([]conntrack.Stats, error)) (counters, error) {
+	c := counters{count: -1, max: -1, buckets: -1, events: -1}
+	var statData []byte
+	statMissing := true
+	err := host.InNetNS(path, func() error {
+		c.count = readFirstInt(countFiles)
+		c.max = readFirstInt(maxFiles)
+		c.buckets = readFirstInt(bucketsFiles)
+		c.events = readFirstInt(eventsFiles)
+		for _, p := range statFiles {
+			b, err := os.ReadFile(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			statMissing = false
+			if err != nil {
+				c.statsErr = fmt.Errorf("%s: %w", p, err)
+				break
+			}
+			statData = b
+			break
+		}
+		return nil
+	})
+	c.at = time.Now()
+	if err != nil {
+		return c, err
+	}
+	var per []conntrack.Stats
+	switch {
+	case statData != nil:
+		per, err = host.ParseProcStats(bytes.NewReader(statData))
+		if err != nil {
+			c.statsErr = fmt.Errorf("/proc/net/stat/nf_conntrack: %w", err)
+		}
+	case statMissing && netlinkStats != nil:
+		per, err = netlinkStats()
+		if err != nil {
+			c.statsErr = fmt.Errorf("no /proc/net/stat/nf_conntrack, and over netlink: %w", err)
+		}
+	}
+	if c.statsErr == nil && per != nil {
+		s := conntrack.SumStats(per)
+		c.stats = &s
+	}
+	return c, nil
+}
+
+// readFirstInt reads the first of the files that exists as one integer
+// (-1 when none does or it holds no number).
+func readFirstInt(files []string) int64 {
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		if err != nil {
+			return -1
+		}
+		return v
+	}
+	return -1
+}
+
+// rates are per-second rates of the per-CPU counters between two
+// samples; -1 where unknown.
+type rates struct {
+	insert, drop, earlyDrop, insertFailed float64
+	// insertCounts says the kernel counts inserts: kernels since 5.x
+	// leave the counter at 0.
+	insertCounts bool
+}
+
+var unknownRates = rates{insert: -1, drop: -1, earlyDrop: -1, insertFailed: -1}
+
+// rateBetween returns the rates between two samples of the counters.
+func rateBetween(prev, cur *counters) rates {
+	if prev == nil || prev.stats == nil || cur.stats == nil {
+		return unknownRates
+	}
+	dt := cur.at.Sub(prev.at).Seconds()
+	if dt <= 0 {
+		return unknownRates
+	}
+	rate := func(f conntrack.StatField) float64 {
+		a, okA := prev.stats.Get(f)
+		b, okB := cur.stats.Get(f)
+		switch {
+		case !okA || !okB:
+			return -1
+		case b < a: // a counter reset (a CPU went offline): no rate this time
+			return 0
+		}
+		return float64(b-a) / dt
+	}
+	r := rates{insert: rate(conntrack.StatInsert), drop: rate(conntrack.StatDrop),
+		earlyDrop: rate(conntrack.StatEarlyDrop), insertFailed: rate(conntrack.StatInsertFailed)}
+	ins, _ := cur.stats.Get(conntrack.StatInsert)
+	r.insertCounts = ins > 0
+	return r
+}
+
+// growth keeps recent samples of the entry count, for the time until the
+// table is full.
+type growth struct {
+	window  time.Duration
+	samples []countSample
+}
+
+type countSample struct {
+	at    time.Time
+	count int64
+}
+
+// add records a sample and forgets those older than the window.
+func (g *growth) add(at time.Time, count int64) {
+	g.samples = append(g.samples, countSample{at, count})
+	i := 0
+	for i < len(g.samples) && at.Sub(g.samples[i].at) > g.window {
+		i++
+	}
+	g.samples = append(g.samples[:0], g.samples[i:]...)
+}
+
+// slope is the least-squares growth of the count in entries per second
+// over the window; ok is false with fewer than three samples.
+func (g *growth) slope() (perSec float64, ok bool) {
+	n := len(g.samples)
+	if n < 3 {
+		return 0, false
+	}
+	t0 := g.samples[0].at
+	var sx, sy, sxx, sxy float64
+	for _, s := range g.samples {
+		x, y := s.at.Sub(t0).Seconds(), float64(s.count)
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	den := float64(n)*sxx - sx*sx
+	if den <= 0 {
+		return 0, false
+	}
+	return (float64(n)*sxy - sx*sy) / den, true
+}
+
+// timeToFull is the time until count reaches max at the recent growth:
+// 0 when full now, -1 when not growing or not known.
+func (g *growth) timeToFull(count, max int64) time.Duration {
+	switch {
+	case count < 0 || max <= 0:
+		return -1
+	case count >= max:
+		return 0
+	}
+	s, ok := g.slope()
+	if !ok || s <= 0 {
+		return -1
+	}
+	d := float64(max-count) / s * float64(time.Second)
+	if d > float64(1<<62) {
+		return -1 // effectively never
+	}
+	return time.Duration(d)
+}
