@@ -86,6 +86,7 @@ func (t *tombstones) del(id uint32)      { delete(t.set, id) }
 // nsStats count what a namespace's watch did (for tests and benchmarks).
 type nsStats struct {
 	events     uint64 // events applied
+	newEvents  uint64 // of which new
 	journaled  uint64 // events replayed onto a listing's table
 	listings   int    // listings finished
 	reports    int    // diagnoses finished
@@ -333,6 +334,7 @@ func (n *nsWatch) apply(ev *ctnetlink.Event) {
 	case ctnetlink.EventNew:
 		n.tomb.del(id)
 		n.newEvents++
+		n.stats.newEvents++
 	case ctnetlink.EventUpdate:
 		if n.tomb.has(id) {
 			return // delivered after the entry's end

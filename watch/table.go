@@ -112,7 +112,7 @@ func (c *counter[K]) top(k int, order func(K, K) int, name func(K) string) []Row
 		n   int64
 	}
 	less := func(x, y cand) int { return cmp.Or(cmp.Compare(y.n, x.n), order(x.key, y.key)) }
-	best := make([]cand, 0, k+1)
+	best := make([]cand, 0, min(k, c.distinct())+1)
 	var total int64
 	for id, n := range c.n {
 		if n <= 0 {

@@ -46,7 +46,7 @@ func TestTableCounts(t *testing.T) {
 	tab.put(5, entryOf(&icmp), false)
 
 	tab.put(1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPEstablished), true) // SYN_SENT → ESTABLISHED
-	tab.put(2, tcpEntry("10.0.0.1", "10.0.1.1", 80, 0), false)                        // a mark change: no state
+	tab.put(2, tcpEntry("10.0.0.1", "10.0.1.1", 80, 0), false)                       // a mark change: no state
 	if tab.put(3, tcpEntry("10.0.0.2", "10.0.1.2", 443, conntrack.TCPTimeWait), true) {
 		t.Error("an update was counted as a new entry")
 	}
