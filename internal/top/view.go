@@ -39,7 +39,7 @@ type RenderOptions struct {
 	NewSince time.Time
 	// Footer is the last line of the screen (keys, a message); none when "".
 	Footer string
-	// Now is the time shown in the title (default: the frame's).
+	// Now is the time shown in the title when the frame has none.
 	Now time.Time
 }
 
@@ -106,9 +106,9 @@ func (p *painter) title(right string) string {
 	if mode == "" {
 		mode = "starting"
 	}
-	at := p.o.Now
+	at := f.Time
 	if at.IsZero() {
-		at = f.Time
+		at = p.o.Now
 	}
 	parts := []string{"ctdoctor top", ns, mode}
 	if f.Gone {
