@@ -38,9 +38,22 @@ import (
 
 const manifestFile = "ctdoctor-exporter.yaml"
 
-// imageUser is the user the image runs as when nothing overrides it
-// (deploy/container: USER in the Containerfile, the built image's config).
-const imageUser = 65532
+// imageUser is the user the image runs as when nothing overrides it: the
+// Containerfile's USER (deploy/container/build's tests check that the image
+// built without a container engine has the same).
+func imageUser() string {
+	b, err := os.ReadFile("../container/Containerfile")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	user := "root"
+	for _, l := range strings.Split(string(b), "\n") {
+		if u, ok := strings.CutPrefix(l, "USER "); ok {
+			user = strings.TrimSpace(u)
+		}
+	}
+	return user
+}
 
 // manifests are the objects of the file, decoded into their API types.
 type manifests struct {
@@ -235,7 +248,7 @@ func check(data []byte, serve http.Handler) []error {
 	// runAsNonRoot cannot be true. With no capability added, it must be.
 	if sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
 		if sc.RunAsUser == nil || *sc.RunAsUser != 0 {
-			fail("runAsUser %v: the capabilities work only for uid 0 (the image's user is %d)", ptrString(sc.RunAsUser), imageUser)
+			fail("runAsUser %v: the capabilities work only for uid 0 (the image's user is %s)", ptrString(sc.RunAsUser), imageUser())
 		}
 	} else if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 		fail("no capability added, yet runAsNonRoot is not true")
@@ -452,7 +465,7 @@ func TestManifestsBrokenCopiesFail(t *testing.T) {
 		{"capabilities kept", "drop: [ALL]", "drop: [NET_RAW]", "capabilities drop [NET_RAW], want [ALL]"},
 		{"a capability too many", "add: [NET_ADMIN, SYS_ADMIN, SYS_PTRACE, SYSLOG]", "add: [NET_ADMIN, SYS_ADMIN, SYS_PTRACE, SYSLOG, SYS_MODULE]", "capabilities add [NET_ADMIN SYS_ADMIN SYS_PTRACE SYSLOG SYS_MODULE], want exactly"},
 		{"a capability missing", "add: [NET_ADMIN, SYS_ADMIN, SYS_PTRACE, SYSLOG]", "add: [NET_ADMIN, SYS_ADMIN, SYS_PTRACE]", "want exactly [NET_ADMIN SYSLOG SYS_ADMIN SYS_PTRACE]"},
-		{"the image's user with capabilities", "runAsUser: 0", "runAsUser: 65532", "the capabilities work only for uid 0"},
+		{"the image's user with capabilities", "runAsUser: 0", "runAsUser: 65532", "the capabilities work only for uid 0 (the image's user is 65532:65532)"},
 		{"no memory limit", "            limits:\n              memory: 256Mi", "            limits: {}", "no memory limit"},
 		{"no cpu request", "cpu: 20m", "ephemeral-storage: 20Mi", "no cpu request"},
 		{"request above limit", "memory: 32Mi", "memory: 512Mi", "memory request 512Mi above its limit 256Mi"},
