@@ -108,8 +108,8 @@ type Options struct {
 	// NoPlan skips planning: no ruleset is read, no temporary directory is
 	// made, and the findings keep analyze's fixes — prose only, without a
 	// command — with their Changes as data. For callers that do not show
-	// the fixes (the exporter, a live view); [Plan] still plans from the
-	// Result afterwards.
+	// the fixes (the exporter), or not yet (a live view): [PlanFixes] adds
+	// the commands to such a Result later, and [Plan] plans from it.
 	NoPlan bool
 }
 
@@ -142,6 +142,8 @@ type Result struct {
 	// Breakdown is the one-pass count of the entries (nil when none were
 	// listed).
 	Breakdown *analyze.Breakdown
+
+	fixesPlanned bool // PlanFixes has put the plan's lines into the fixes
 }
 
 // Diagnose reads the Input and returns its report. See the package
@@ -278,18 +280,34 @@ func Run(ctx context.Context, in Input, opt Options) (*Result, error) {
 		listingVerdict(rep, listing)
 	}
 	res := &Result{Report: rep, Snapshot: snap, Breakdown: bd}
-	if opt.NoPlan {
-		return res, nil
-	}
-	// The printed commands are the planner's: the same commands `ctdoctor
-	// plan` shows, for this kernel, these files, this firewall and this
-	// namespace.
-	if p, err := Plan(ctx, in, res, PlanOptions{}); err == nil {
-		applyPlanFixes(rep, p)
-	} else {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("fixes: %v", err))
+	if !opt.NoPlan {
+		if err := PlanFixes(ctx, in, res); err != nil {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("fixes: %v", err))
+		}
 	}
 	return res, nil
+}
+
+// PlanFixes plans a diagnosis made with Options.NoPlan (in is the Input it
+// was made from) and puts the plan's step titles and commands into its
+// findings' fixes, as Run does without NoPlan: the printed commands are
+// the planner's, for this kernel, these files, this firewall and this
+// namespace. It does so once per Result (later calls change nothing) and
+// returns the planner's error, if any, with the fixes left as they were.
+func PlanFixes(ctx context.Context, in Input, res *Result) error {
+	if res == nil || res.Report == nil {
+		return fmt.Errorf("%w: no diagnosis to plan fixes for", ErrInput)
+	}
+	if res.fixesPlanned || res.Snapshot == nil {
+		return nil // done, or no table (no conntrack): nothing to plan
+	}
+	p, err := Plan(ctx, in, res, PlanOptions{})
+	if err != nil {
+		return err
+	}
+	applyPlanFixes(res.Report, p)
+	res.fixesPlanned = true
+	return nil
 }
 
 // listingOf says whether the entries were read and, if not, why.

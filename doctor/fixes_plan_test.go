@@ -2,6 +2,7 @@ package doctor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -277,5 +278,38 @@ func TestNoPlan(t *testing.T) {
 	}
 	if w := strings.Join(failed.Warnings, "\n"); !strings.Contains(w, "fixes: ") {
 		t.Errorf("planning without a temporary directory gave no warning: %q", w)
+	}
+}
+
+// PlanFixes turns a NoPlan diagnosis into the planned one: the same fixes
+// line for line as Run without NoPlan gives, and a second call adds
+// nothing.
+func TestPlanFixesLater(t *testing.T) {
+	ctx := context.Background()
+	in := func() doctor.Input {
+		snap, flows := everyRuleHost()
+		return doctor.Input{Host: snap, Entries: conntrack.ReadAll(strings.NewReader(flows))}
+	}
+	want, err := doctor.Run(ctx, in(), doctor.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := in()
+	got, err := doctor.Run(ctx, i, doctor.Options{NoPlan: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := doctor.PlanFixes(ctx, i, got); err != nil {
+			t.Fatal(err)
+		}
+		for k, f := range got.Report.Findings {
+			if !slices.Equal(f.Fixes, want.Report.Findings[k].Fixes) {
+				t.Errorf("%s: fixes planned later\n%s\nwant\n%s", f.ID, strings.Join(f.Fixes, "\n"), strings.Join(want.Report.Findings[k].Fixes, "\n"))
+			}
+		}
+	}
+	if err := doctor.PlanFixes(ctx, i, nil); !errors.Is(err, doctor.ErrInput) {
+		t.Errorf("no result: %v", err)
 	}
 }
