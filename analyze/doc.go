@@ -5,4 +5,10 @@
 // table; the sizing arithmetic compares count, max, buckets and memory with
 // the kernel's defaults for the host; and a catalogue of rules turns the
 // numbers into [Finding]s with evidence, a plain explanation and fixes.
+//
+// A finding's fixes are advice in prose (comment lines); every change it
+// proposes is data ([Change]: conntrack sysctls, the hash size, NOTRACK,
+// any other sysctl), which the planner (package tune) turns into commands
+// for the host's actual kernel, files, firewall and namespace. Package
+// doctor puts those commands into the fixes: no command is written here.
 package analyze
