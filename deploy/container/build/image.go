@@ -311,18 +311,31 @@ func sortedPaths(files map[string][]byte) []string {
 	return paths
 }
 
-// writeLayout writes the image as an OCI image layout in dir, which must
-// not exist or be empty, or hold an earlier layout (then it is replaced).
-func (img *image) writeLayout(dir string) error {
+// checkOut says whether dir may take the layout: it must not exist, or
+// be empty, or hold an earlier layout (which writeLayout replaces).
+func checkOut(dir string) (replace bool, err error) {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		return false, nil
 	case err != nil:
+		return false, err
+	case len(entries) == 0:
+		return false, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
+		return false, fmt.Errorf("%s is neither empty nor an OCI image layout: not overwriting it", dir)
+	}
+	return true, nil
+}
+
+// writeLayout writes the image as an OCI image layout in dir (see checkOut).
+func (img *image) writeLayout(dir string) error {
+	replace, err := checkOut(dir)
+	if err != nil {
 		return err
-	case len(entries) > 0:
-		if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
-			return fmt.Errorf("%s is neither empty nor an OCI image layout: not overwriting it", dir)
-		}
+	}
+	if replace {
 		if err := os.RemoveAll(dir); err != nil {
 			return err
 		}

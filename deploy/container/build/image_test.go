@@ -717,3 +717,23 @@ func extract(t *testing.T, layer []byte, root string) {
 		}
 	}
 }
+
+// The output directory is created, or an empty one or an earlier layout
+// is used; anything else is left alone.
+func TestCheckOut(t *testing.T) {
+	dir := t.TempDir()
+	if replace, err := checkOut(filepath.Join(dir, "new")); err != nil || replace {
+		t.Errorf("a new directory: %v, %v", replace, err)
+	}
+	if replace, err := checkOut(dir); err != nil || replace {
+		t.Errorf("an empty directory: %v, %v", replace, err)
+	}
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o644)
+	if _, err := checkOut(dir); err == nil || !strings.Contains(err.Error(), "not overwriting it") {
+		t.Errorf("a directory of other files: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	if replace, err := checkOut(dir); err != nil || !replace {
+		t.Errorf("an earlier layout: %v, %v", replace, err)
+	}
+}

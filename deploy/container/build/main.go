@@ -66,6 +66,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func buildAndWrite(out, archive, arch, version, name, tag string, stdout io.Writer) error {
+	if _, err := checkOut(out); err != nil {
+		return err
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		return err
