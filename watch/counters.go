@@ -108,15 +108,15 @@ func readFirstInt(files []string) int64 {
 }
 
 // rates are per-second rates of the per-CPU counters between two
-// samples; -1 where unknown.
+// samples; -1 where unknown. The insert counter is no measure of new
+// entries: kernels since 5.x count only the entries made over netlink
+// (conntrack -I, -R) in it, so new entries come from the events or the
+// listings instead.
 type rates struct {
-	insert, drop, earlyDrop, insertFailed float64
-	// insertCounts says the kernel counts inserts: kernels since 5.x
-	// leave the counter at 0.
-	insertCounts bool
+	drop, earlyDrop, insertFailed float64
 }
 
-var unknownRates = rates{insert: -1, drop: -1, earlyDrop: -1, insertFailed: -1}
+var unknownRates = rates{drop: -1, earlyDrop: -1, insertFailed: -1}
 
 // rateBetween returns the rates between two samples of the counters.
 func rateBetween(prev, cur *counters) rates {
@@ -138,11 +138,7 @@ func rateBetween(prev, cur *counters) rates {
 		}
 		return float64(b-a) / dt
 	}
-	r := rates{insert: rate(conntrack.StatInsert), drop: rate(conntrack.StatDrop),
-		earlyDrop: rate(conntrack.StatEarlyDrop), insertFailed: rate(conntrack.StatInsertFailed)}
-	ins, _ := cur.stats.Get(conntrack.StatInsert)
-	r.insertCounts = ins > 0
-	return r
+	return rates{drop: rate(conntrack.StatDrop), earlyDrop: rate(conntrack.StatEarlyDrop), insertFailed: rate(conntrack.StatInsertFailed)}
 }
 
 // growth keeps recent samples of the entry count, for the time until the

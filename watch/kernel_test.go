@@ -20,6 +20,7 @@ import (
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/host"
+	"github.com/ctdoctor/ctdoctor/host/ctnetlink"
 	"github.com/ctdoctor/ctdoctor/internal/nstest"
 )
 
@@ -278,7 +279,32 @@ func TestEventsAndPollingMatchConntrackL(t *testing.T) {
 	waitListed(t, evw, ns.Name)
 	waitListed(t, pollw, ns.Name)
 
+	// The new entries per second during the burst, both ways.
+	var newEv, newPoll float64
+	sampled := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			f, _ := ev.Frame(ns.Name)
+			newEv = max(newEv, f.NewPerSec)
+			f, _ = poll.Frame(ns.Name)
+			newPoll = max(newPoll, f.NewPerSec)
+		}
+	}()
 	burst(t, ns, conns)
+	time.Sleep(time.Second) // a refresh of each after the last connection
+	close(stop)
+	<-sampled
+	t.Logf("new entries/s at most: %.0f from events, %.0f from listings", newEv, newPoll)
+	if newEv <= 0 || newPoll <= 0 {
+		t.Errorf("new entries/s during the burst: %.0f from events, %.0f from listings; want both above 0", newEv, newPoll)
+	}
 
 	fe := waitEqual(t, evw, ns.Name, ns, DefaultTopK)
 	fp := waitEqual(t, pollw, ns.Name, ns, DefaultTopK)
@@ -581,4 +607,43 @@ func TestAllNetNSComeAndGo(t *testing.T) {
 	}
 	wait("the deleted namespace is Gone", func() bool { f, ok := src.Frame(name); return ok && f.Gone })
 	wait("the deleted namespace is forgotten", func() bool { return !slices.Contains(src.Namespaces(), name) })
+}
+
+// When the event-kept count strays from nf_conntrack_count for a few
+// refreshes — entries made while nobody listened send no events where
+// net.netfilter.nf_conntrack_events is 2, on some kernels not even when
+// they end — the watcher lists the table again before ListEvery. Here the
+// table is made to stray by events for entries the kernel never had.
+func TestDriftRelists(t *testing.T) {
+	ns := nstest.New(t, "conntrack")
+	insertVariety(t, ns)
+	src, err := Open(t.Context(), []string{ns.Name}, false, Options{Interval: 200 * time.Millisecond, ListEvery: time.Hour,
+		NoReport: true, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := src.(*Watch)
+	waitListed(t, w, ns.Name)
+	n := w.nsByLabel(ns.Name)
+	for i := range 200 {
+		ev := &ctnetlink.Event{Type: ctnetlink.EventNew}
+		ev.Flow = conntrack.Flow{ID: uint32(i + 1), Family: conntrack.IPv4, Proto: conntrack.UDP,
+			Orig: conntrack.Tuple{Src: netip.MustParseAddr("10.99.0.1"), Dst: netip.MustParseAddr("10.99.0.2"), SrcPort: uint16(i), DstPort: 53}}
+		n.apply(ev)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := n.snapshotStats()
+		if st.driftLists > 0 && st.listings > 1 {
+			f := waitEqual(t, w, ns.Name, ns, DefaultTopK)
+			t.Logf("after %d drift listing(s): %s", st.driftLists, rowsString(f.TopSources))
+			return
+		}
+		if time.Now().After(deadline) {
+			f, _ := w.Frame(ns.Name)
+			t.Fatalf("no listing for a count that strayed: stats %+v, count %d, sources %s", st, f.Count, rowsString(f.TopSources))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -723,13 +723,11 @@ func (n *nsWatch) publish(now time.Time) {
 	}
 	r := n.rates
 	f.DropPerSec, f.EarlyDropPerSec, f.InsertFailedPerSec = r.drop, r.earlyDrop, r.insertFailed
-	switch {
-	case r.insertCounts:
-		f.NewPerSec = r.insert
-	case n.subscribed:
+	// New entries: the new events, else the entries a listing found that
+	// the one before did not have (fewer: some came and went between).
+	f.NewPerSec = n.newIDRate
+	if n.subscribed {
 		f.NewPerSec = n.newRate
-	default:
-		f.NewPerSec = n.newIDRate
 	}
 	f.TimeToFull = n.growth.timeToFull(f.Count, f.Max)
 	switch {

@@ -155,27 +155,20 @@ func TestTimeToFull(t *testing.T) {
 }
 
 // Rates are counter differences over the time between the samples; a
-// counter that went back (a CPU went offline) gives 0; insert is marked
-// as counted only when the kernel counts it.
+// counter that went back (a CPU went offline) gives 0.
 func TestRates(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	stats := func(drop, early, failed, insert uint64) *conntrack.Stats {
+	stats := func(drop, early, failed uint64) *conntrack.Stats {
 		var s conntrack.Stats
 		s.Set(conntrack.StatDrop, drop)
 		s.Set(conntrack.StatEarlyDrop, early)
 		s.Set(conntrack.StatInsertFailed, failed)
-		s.Set(conntrack.StatInsert, insert)
 		return &s
 	}
-	a := counters{at: t0, stats: stats(100, 10, 5, 0)}
-	b := counters{at: t0.Add(2 * time.Second), stats: stats(300, 8, 5, 0)}
-	r := rateBetween(&a, &b)
-	if r.drop != 100 || r.earlyDrop != 0 || r.insertFailed != 0 || r.insert != 0 || r.insertCounts {
-		t.Errorf("rates %+v, want drop 100/s, early_drop 0 (went back), insert not counted", r)
-	}
-	c := counters{at: t0.Add(4 * time.Second), stats: stats(300, 8, 5, 50)}
-	if r := rateBetween(&b, &c); r.insert != 25 || !r.insertCounts {
-		t.Errorf("insert %+v, want 25/s counted", r)
+	a := counters{at: t0, stats: stats(100, 10, 5)}
+	b := counters{at: t0.Add(2 * time.Second), stats: stats(300, 8, 9)}
+	if r := rateBetween(&a, &b); r != (rates{drop: 100, earlyDrop: 0, insertFailed: 2}) {
+		t.Errorf("rates %+v, want drop 100/s, early_drop 0 (went back), insert_failed 2/s", r)
 	}
 	if r := rateBetween(nil, &a); r != unknownRates {
 		t.Errorf("first sample: %+v", r)
