@@ -39,8 +39,8 @@ const (
 )
 
 // openWatch starts the live data of `ctdoctor top`.
-var openWatch = func(ctx context.Context, o *topOptions) (watch.Source, error) {
-	return nil, errors.New("the live watch is not available in this build")
+func openWatch(ctx context.Context, o *topOptions) (watch.Source, error) {
+	return watch.Open(ctx, o.netns, o.allNetNS, watch.Options{Interval: o.interval, ListEvery: o.listEvery, Polling: o.polling})
 }
 
 func newTopCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -156,7 +156,7 @@ func runTop(ctx context.Context, o *topOptions, stdout, stderr io.Writer) error 
 	defer cancel()
 	src, err := openWatch(wctx, o)
 	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+		return err
 	}
 	defer src.Close()
 	color, _ := useColor(o.color, stdout)

@@ -84,10 +84,12 @@ func (p *painter) findingsBody(sel int, showFix bool, scroll, avail int) ([]stri
 	scroll = min(scroll, max(0, len(detail)-room))
 	detail = detail[scroll:]
 	if len(detail) > room {
+		hidden := len(detail) - (room - 1)
 		detail = detail[:room-1]
-		detail = append(detail, st.dim.Render(fmt.Sprintf("↓ more (%d lines; ↓ or space to scroll)", len(fs[sel].Fixes))))
-		if !showFix {
-			detail[len(detail)-1] = st.dim.Render("↓ more: enter shows the fix")
+		if showFix {
+			detail = append(detail, st.dim.Render(fmt.Sprintf("↓ %d more lines (↓ or space scrolls; p prints it whole)", hidden)))
+		} else {
+			detail = append(detail, st.dim.Render("↓ more: enter shows the fix"))
 		}
 	}
 	return append(out, detail...), scroll

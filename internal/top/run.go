@@ -131,10 +131,11 @@ func Once(ctx context.Context, src watch.Source, w io.Writer, o OnceOptions) err
 }
 
 // complete reports whether a frame has all a one-shot output shows: the
-// rates and the diagnosis, or an error, or the namespace gone.
+// rates, the breakdowns and the diagnosis (or why it failed), or an
+// error, or the namespace gone.
 func complete(f *watch.Frame) bool {
 	if f.Err != "" || f.Gone {
 		return true
 	}
-	return !f.Time.IsZero() && f.NewPerSec >= 0 && f.Report != nil
+	return !f.Time.IsZero() && f.NewPerSec >= 0 && !f.ListedAt.IsZero() && (f.Report != nil || f.ReportError != "")
 }

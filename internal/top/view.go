@@ -138,9 +138,12 @@ func (p *painter) header(right string) []string {
 	if f.Gone {
 		out = append(out, p.text(st.crit.Render(" GONE ")+" ", 7, "the namespace "+f.NetNS+" was deleted while watched: its last values are shown", st.bold)...)
 	}
-	if f.Report == nil {
+	switch {
+	case f.Report == nil && f.ReportError != "":
+		out = append(out, p.text(st.warn.Render(" ?       ")+" ", 10, "the diagnosis failed: "+f.ReportError, lipgloss.NewStyle())...)
+	case f.Report == nil:
 		out = append(out, p.text(st.dim.Render(" …       ")+" ", 10, "diagnosing… (the first full listing has not finished)", st.dim)...)
-	} else {
+	default:
 		v := f.Report.Verdict
 		label := st.sev(v.Level).Render(" " + fmt.Sprintf("%-8s", strings.ToUpper(v.Level)))
 		out = append(out, p.text(label+" ", 10, v.Reason, lipgloss.NewStyle())...)
@@ -358,6 +361,9 @@ func (p *painter) errLines() []string {
 func (p *painter) kernelLog(n int) []string {
 	f, st := p.f, p.st
 	head := st.bold.Render("Kernel log")
+	if len(f.KernelLog) == 0 && f.KernelLogError != "" {
+		return p.text(head+"  ", 12, "not followed: "+f.KernelLogError, st.dim)
+	}
 	if len(f.KernelLog) == 0 {
 		return []string{p.line(head + "  " + st.dim.Render("no \"table full, dropping packet\" event since the watch started"))}
 	}
@@ -404,6 +410,9 @@ func (p *painter) findings(n int) []string {
 	hint := ""
 	if !p.once {
 		hint = st.dim.Render("  f: browse them and their fixes")
+	}
+	if p.f.ReportError != "" {
+		hint = st.warn.Render("  the last diagnosis failed: " + p.f.ReportError)
 	}
 	out := []string{p.line(head + fmt.Sprintf(" (%d)", len(r.Findings)) + hint)}
 	for _, fd := range r.Findings {
