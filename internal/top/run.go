@@ -114,12 +114,7 @@ func Once(ctx context.Context, src watch.Source, w io.Writer, o OnceOptions) err
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		ro := RenderOptions{Width: o.Width, Colors: o.Colors}
-		if f.Time.IsZero() {
-			ro.Now = time.Now()
-		} else {
-			ro.Usage, ro.Drops = []float64{max(f.Usage, 0)}, []float64{max(f.DropPerSec, 0)}
-		}
+		ro := RenderOptions{Width: o.Width, Colors: o.Colors, Now: time.Now()}
 		if len(frames) > 1 {
 			ro.Position = fmt.Sprintf("%d/%d", i+1, len(frames))
 		}

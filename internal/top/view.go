@@ -148,7 +148,10 @@ func (p *painter) header(right string) []string {
 		label := st.sev(v.Level).Render(" " + fmt.Sprintf("%-8s", strings.ToUpper(v.Level)))
 		out = append(out, p.text(label+" ", 10, v.Reason, lipgloss.NewStyle())...)
 	}
-	out = append(out, p.gauge(), p.rates(), p.sparks())
+	out = append(out, p.gauge(), p.rates())
+	if !p.once {
+		out = append(out, p.sparks()) // one frame has no history
+	}
 	if f.Mode == watch.ModePolling || f.ModeReason != "" {
 		reason := f.ModeReason
 		if reason == "" {
