@@ -32,8 +32,16 @@ var (
 	// loopback would need an accept of untracked loopback packets that
 	// would let through what it drops.
 	ErrLoopbackClosed = errors.New("the firewall opens no loopback port")
+	// ErrSourcePort: the traffic's replies can be told apart only by their
+	// source port (UDP, UDP-Lite, SCTP, DCCP: no flag marks a new
+	// connection, as SYN does for TCP), any local program may send from
+	// that port (at or above net.ipv4.ip_unprivileged_port_start), and
+	// the firewall drops some new packets from it: untracking the replies
+	// would let such a program's packets through.
+	ErrSourcePort = errors.New("the replies are told apart only by a source port any program may use")
 	// ErrConflict: ctdoctor's own table for this traffic exists but does
-	// not untrack all of it (edited by hand, or a partial change).
+	// not untrack all of it (edited by hand, or a partial change), or an
+	// earlier ctdoctor's rules untrack more than a plan would now.
 	ErrConflict = errors.New("ctdoctor's table exists but differs")
 )
 
@@ -41,7 +49,8 @@ var (
 // would break it. errors.Is matches ErrRefused and the Reason.
 type RefusedError struct {
 	Selector Selector `json:"selector"`
-	// Reason is ErrNATed, ErrHelper, ErrRestricted or ErrLoopbackClosed.
+	// Reason is ErrNATed, ErrHelper, ErrRestricted, ErrLoopbackClosed or
+	// ErrSourcePort.
 	Reason error `json:"-"`
 	// Rule names the rule that decides it: table, chain, handle, text.
 	Rule string `json:"rule"`

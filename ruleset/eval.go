@@ -27,8 +27,31 @@ type class struct {
 	sport    int    // -1 unknown
 	local    bool   // the destination is a local address (fib daddr type local)
 	ctState  uint32 // one state bit, 0 unknown
+	flags    flagSet
 	desc     string // for messages: "loopback packets"
 }
+
+// flagSet is what is known of the TCP flags of a class's packets: they
+// are the flag bytes b with b & mask == value, or with not, all the
+// others. The zero value is any flags.
+type flagSet struct {
+	mask, value uint8
+	not         bool
+}
+
+func (f flagSet) has(b uint8) bool { return (b&f.mask == f.value) != f.not }
+
+var (
+	// opening is a packet that opens a TCP connection: SYN without ACK,
+	// RST or FIN (a Linux listener drops SYN with FIN or RST, and answers
+	// SYN with ACK with a reset).
+	opening = flagSet{mask: TCPSyn | TCPAck | TCPRst | TCPFin, value: TCPSyn}
+	// notOpening is every TCP packet but a SYN without ACK: what a
+	// reply-side NOTRACK rule takes (nft's "tcp flags & (syn | ack) !=
+	// syn"; iptables' "! --syn" takes these and a few more, SYN with FIN
+	// or RST, which cannot open a connection either).
+	notOpening = flagSet{mask: TCPSyn | TCPAck, value: TCPSyn, not: true}
+)
 
 // eval evaluates one condition against a class.
 func (c Cond) eval(k class) tri {
@@ -58,6 +81,13 @@ func (c Cond) evalPos(k class) tri {
 			return maybe
 		}
 		return matchNum(c, rtnLocal, true)
+	case FieldTCPFlags:
+		if k.l4proto != protoNumbers["tcp"] || len(c.Values) == 0 {
+			// On another protocol the byte is something else (nft and
+			// iptables match the protocol too, in a condition of its own).
+			return maybe
+		}
+		return matchFlags(c, k.flags)
 	case FieldCtState:
 		if k.ctState == 0 || c.Text != "" {
 			return maybe
@@ -88,6 +118,36 @@ func matchNum(c Cond, v uint64, known bool) tri {
 		if v >= r.From && v <= r.To {
 			return yes
 		}
+	}
+	return no
+}
+
+// matchFlags evaluates a tcp_flags condition (without its Neg) for every
+// flag byte a class's packets may carry.
+func matchFlags(c Cond, f flagSet) tri {
+	some, all := false, true
+	for b := range 256 {
+		if !f.has(uint8(b)) {
+			continue
+		}
+		v := uint64(b)
+		if c.Mask != 0 {
+			v &= uint64(c.Mask)
+		}
+		m := false
+		for _, r := range c.Values {
+			if v >= r.From && v <= r.To {
+				m = true
+				break
+			}
+		}
+		some, all = some || m, all && m
+	}
+	switch {
+	case all:
+		return yes
+	case some:
+		return maybe
 	}
 	return no
 }

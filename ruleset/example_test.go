@@ -15,8 +15,10 @@ import (
 // The firewall accepts new loopback connections to tcp/80 only, so only
 // loopback traffic to and from that port is untracked: the accept of those
 // untracked packets goes before the first rule that looks at conntrack,
-// and NOTRACK goes in ctdoctor's own nft table. Loopback connections to
-// other ports stay tracked, and rejected.
+// and NOTRACK goes in ctdoctor's own nft table. Replies from the port are
+// told apart by their source port and their TCP flags: a SYN from port 80
+// (a local program connecting from it) stays tracked. Loopback
+// connections to other ports stay tracked, and rejected.
 func Example() {
 	save := `*filter
 :INPUT ACCEPT [0:0]
@@ -43,15 +45,15 @@ COMMIT
 	}
 	// Output:
 	// ip netns exec demo iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --dport 80 -m conntrack --ctstate UNTRACKED -m comment --comment "ctdoctor notrack lo" -j ACCEPT
-	// ip netns exec demo iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --sport 80 -m conntrack --ctstate UNTRACKED -m comment --comment "ctdoctor notrack lo" -j ACCEPT
+	// ip netns exec demo iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --sport 80 ! --syn -m conntrack --ctstate UNTRACKED -m comment --comment "ctdoctor notrack lo" -j ACCEPT
 	// ip netns exec demo nft -f - <<'EOF'
 	// create table inet ctdoctor_notrack_lo
 	// add chain inet ctdoctor_notrack_lo prerouting { type filter hook prerouting priority -300; policy accept; }
 	// add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
-	// add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+	// add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 80 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 	// add chain inet ctdoctor_notrack_lo output { type filter hook output priority -300; policy accept; }
 	// add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
-	// add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+	// add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 80 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 	// EOF
 }
 

@@ -473,6 +473,33 @@ func parseMatchOpt(r *Rule, match, opt string, vals []string, neg bool) error {
 			f = FieldSPort
 		}
 		r.Conds = append(r.Conds, Cond{Field: f, Values: ranges, Neg: neg})
+	case (match == "tcp" || match == "") && (opt == "--tcp-flags" || opt == "--syn"):
+		// --syn is --tcp-flags FIN,SYN,RST,ACK SYN (what iptables-save
+		// prints for it).
+		mask, comp := uint32(TCPFin|TCPSyn|TCPRst|TCPAck), uint32(TCPSyn)
+		if opt == "--tcp-flags" {
+			if len(vals) != 2 {
+				return fmt.Errorf("--tcp-flags needs a mask and the flags that must be set, got %q", strings.Join(vals, " "))
+			}
+			var ok1, ok2 bool
+			mask, ok1 = parseTCPFlags(vals[0])
+			comp, ok2 = parseTCPFlags(vals[1])
+			if !ok1 || !ok2 {
+				// A flag this parser does not know: may or may not match.
+				r.Conds = append(r.Conds, Cond{Field: FieldOther, Text: "--tcp-flags " + strings.Join(vals, " "), Neg: neg})
+				return nil
+			}
+		} else if len(vals) != 0 {
+			return fmt.Errorf("--syn takes no value, got %q", strings.Join(vals, " "))
+		}
+		c := Cond{Field: FieldTCPFlags, Mask: mask, Values: []Range{{uint64(comp), uint64(comp)}}, Neg: neg}
+		switch {
+		case comp&^mask != 0: // a flag that must be set outside the mask: never matches
+			c.Values = []Range{{1, 0}}
+		case mask == 0: // NONE: always matches (Mask 0 would mean all the flags)
+			c.Mask, c.Values = 0xff, []Range{{0, 0xff}}
+		}
+		r.Conds = append(r.Conds, c)
 	case match == "addrtype" && opt == "--dst-type" && first == "LOCAL":
 		r.Conds = append(r.Conds, Cond{Field: FieldDaddrType, Values: []Range{{rtnLocal, rtnLocal}}, Neg: neg})
 	case match == "comment" && opt == "--comment":
@@ -485,6 +512,37 @@ func parseMatchOpt(r *Rule, match, opt string, vals []string, neg bool) error {
 		r.Conds = append(r.Conds, Cond{Field: FieldOther, Text: text, Neg: neg})
 	}
 	return nil
+}
+
+// parseTCPFlags parses a --tcp-flags list: "SYN,ACK", "ALL", "NONE".
+func parseTCPFlags(s string) (uint32, bool) {
+	var m uint32
+	for f := range strings.SplitSeq(s, ",") {
+		switch strings.ToUpper(f) {
+		case "FIN":
+			m |= TCPFin
+		case "SYN":
+			m |= TCPSyn
+		case "RST":
+			m |= TCPRst
+		case "PSH":
+			m |= TCPPsh
+		case "ACK":
+			m |= TCPAck
+		case "URG":
+			m |= TCPUrg
+		case "ECE":
+			m |= TCPEce
+		case "CWR":
+			m |= TCPCwr
+		case "ALL":
+			m |= 0xff
+		case "NONE":
+		default:
+			return 0, false
+		}
+	}
+	return m, true
 }
 
 // setIptTarget records -j TARGET / -g CHAIN.

@@ -112,8 +112,8 @@ func TestKernelDemoLoopback(t *testing.T) {
 	for _, want := range []string{
 		"ip netns exec " + ns.Name + " nft -f - <<'EOF'\n",
 		"insert rule inet fw input position " + h + ` iif "lo" tcp dport 80 ct state untracked accept`,
-		"insert rule inet fw input position " + h + ` iif "lo" tcp sport 8081 ct state untracked accept`,
-		"priority -300", `prerouting iif "lo" tcp dport 8081 notrack`, `output oif "lo" tcp sport 80 notrack`,
+		"insert rule inet fw input position " + h + ` iif "lo" tcp sport 8081 tcp flags & (syn | ack) != syn ct state untracked accept`,
+		"priority -300", `prerouting iif "lo" tcp dport 8081 notrack`, `output oif "lo" tcp sport 80 tcp flags & (syn | ack) != syn notrack`,
 	} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("the nft batch lacks %q:\n%s", want, cmd)

@@ -39,10 +39,23 @@ func loopbackScope(rs *Ruleset, sel Selector) (ports []protoPort, notes []string
 		return nil, nil, nil
 	}
 	cands, notes := candidatePorts(rs, sel)
+	var bySource []protoPort // open, but their replies must stay tracked
 	for _, pp := range cands {
-		if portOpenOnLoopback(rs, sel, pp) {
-			ports = append(ports, pp)
+		if !portOpenOnLoopback(rs, sel, pp) {
+			continue
 		}
+		if !sourcePortSafe(rs, sel, pp) {
+			bySource = append(bySource, pp)
+			continue
+		}
+		ports = append(ports, pp)
+	}
+	if len(bySource) > 0 {
+		notes = append(notes, sourcePortNote(rs, bySource))
+	}
+	if len(ports) == 0 && len(bySource) > 0 {
+		return nil, nil, &RefusedError{Selector: sel, Reason: ErrSourcePort, Rule: blocker,
+			Detail: "the only ports the firewall accepts new loopback connections to are " + portList(bySource) + ": " + sourcePortWhy(rs, bySource)}
 	}
 	if len(ports) == 0 {
 		detail := "the firewall does not accept every new loopback connection, and no port is accepted as new on lo by every chain " +
@@ -51,6 +64,76 @@ func loopbackScope(rs *Ruleset, sel Selector) (ports []protoPort, notes []string
 		return nil, nil, &RefusedError{Selector: sel, Reason: ErrLoopbackClosed, Rule: blocker, Detail: detail}
 	}
 	return ports, notes, nil
+}
+
+// sourcePortSafe says whether untracking the replies from pp lets through
+// nothing the firewall drops today. TCP replies are told apart from a new
+// connection by their flags (a SYN without ACK stays tracked); other
+// protocols' replies only by their source port, which is safe when only
+// privileged programs may send from it (below the namespace's
+// ip_unprivileged_port_start), when the selector accepts the risk, or
+// when every chain those packets cross accepts them even as new
+// connections, to any port.
+func sourcePortSafe(rs *Ruleset, sel Selector, pp protoPort) bool {
+	if pp.proto == "tcp" || int(pp.port) < rs.unprivilegedPortStart() || sel.SourcePortReplies {
+		return true
+	}
+	var ports []protoPort
+	if sel.Loopback {
+		ports = []protoPort{pp}
+	}
+	for _, f := range sel.flows(ports) {
+		if f.spec.sport == 0 {
+			continue
+		}
+		for _, t := range rs.Tables {
+			if isOurs(t, sel) {
+				continue
+			}
+			for _, c := range t.Chains {
+				if !c.Base() || c.Type == "nat" || !slices.Contains(f.hooks, c.Hook) {
+					continue
+				}
+				for _, fam := range nfprotos(t.Family) {
+					k := f.spec.class(c.Hook, f.desc)
+					k.nfproto, k.ctState = fam, CtNew
+					if fate(t, c, k, 0) != yes {
+						return false
+					}
+				}
+			}
+		}
+	}
+	return true
+}
+
+// sourcePortWhy says why replies from these ports stay tracked.
+func sourcePortWhy(rs *Ruleset, ports []protoPort) string {
+	return fmt.Sprintf("%s has no flag that marks a new connection, so its replies can be told apart only by their source port, "+
+		"and any local program may send from a port from %d up (net.ipv4.ip_unprivileged_port_start) when it is free: "+
+		"untracked and accepted, its packets would reach what the firewall drops today, so this traffic stays tracked",
+		protoTitles(ports), rs.unprivilegedPortStart())
+}
+
+// sourcePortNote is the plan's note for ports left tracked by
+// sourcePortSafe.
+func sourcePortNote(rs *Ruleset, ports []protoPort) string {
+	return portList(ports) + " stay tracked on loopback although the firewall accepts new loopback connections to them: " + sourcePortWhy(rs, ports)
+}
+
+// protoTitles is "UDP" or "UDP and SCTP".
+func protoTitles(ports []protoPort) string {
+	var names []string
+	for _, p := range ports {
+		n := map[string]string{"udplite": "UDP-Lite"}[p.proto]
+		if n == "" {
+			n = strings.ToUpper(p.proto)
+		}
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, " and ")
 }
 
 // loChains calls fn for every chain and address family loopback packets

@@ -61,6 +61,25 @@ type Ruleset struct {
 	Nftables bool `json:"nftables"`
 	// Warnings are the parts that could not be read, each saying why.
 	Warnings []string `json:"warnings,omitempty"`
+	// UnprivilegedPortStart is the namespace's
+	// net.ipv4.ip_unprivileged_port_start, the first port a program may
+	// send from without CAP_NET_BIND_SERVICE, as Read found it (container
+	// runtimes often set it to 0); nil when unknown, taken as the
+	// kernel's default, 1024.
+	UnprivilegedPortStart *int `json:"unprivileged_port_start,omitempty"`
+}
+
+// DefaultUnprivilegedPortStart is the kernel's default
+// net.ipv4.ip_unprivileged_port_start.
+const DefaultUnprivilegedPortStart = 1024
+
+// unprivilegedPortStart is the first port any local program may send
+// from.
+func (rs *Ruleset) unprivilegedPortStart() int {
+	if rs.UnprivilegedPortStart != nil {
+		return *rs.UnprivilegedPortStart
+	}
+	return DefaultUnprivilegedPortStart
 }
 
 // Tools are the firewall commands available where the plan will run, by
@@ -215,8 +234,9 @@ const (
 	FieldDPort     Field = "dport"   // transport destination port
 	FieldSPort     Field = "sport"   // transport source port
 	FieldDaddrType Field = "daddr_type"
-	FieldCtState   Field = "ct_state" // conntrack state bits (see CtNew…)
-	FieldCt        Field = "ct"       // any other conntrack key
+	FieldTCPFlags  Field = "tcp_flags" // the TCP header's flags byte (see TCPFin…)
+	FieldCtState   Field = "ct_state"  // conntrack state bits (see CtNew…)
+	FieldCt        Field = "ct"        // any other conntrack key
 	FieldOther     Field = "other"
 )
 
@@ -229,6 +249,18 @@ const (
 	CtUntracked   = 64
 )
 
+// TCP flags, as the flags byte of the TCP header holds them.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPPsh = 0x08
+	TCPAck = 0x10
+	TCPUrg = 0x20
+	TCPEce = 0x40
+	TCPCwr = 0x80
+)
+
 // rtnLocal is RTN_LOCAL, `fib daddr type local`.
 const rtnLocal = 2
 
@@ -239,13 +271,17 @@ type Range struct {
 }
 
 // Cond is one match of a rule. Exactly one of Values, Mask, Names or Text
-// says what is tested; Neg inverts the result.
+// says what is tested (tcp_flags: Values, with an optional Mask); Neg
+// inverts the result.
 type Cond struct {
 	Field Field `json:"field"`
 	Neg   bool  `json:"neg,omitempty"`
 	// Values: the field's value is in one of these ranges.
 	Values []Range `json:"values,omitempty"`
-	// Mask (ct_state): state & Mask is not zero.
+	// Mask (ct_state): state & Mask is not zero. Mask (tcp_flags): the
+	// value tested against Values is flags & Mask (0: all the flags), as
+	// in nft's "tcp flags & (syn | ack) == syn" and iptables' --tcp-flags
+	// SYN,ACK SYN.
 	Mask uint32 `json:"mask,omitempty"`
 	// Names (interface names): equal to one of them; a trailing "*" is a
 	// prefix match, as in iptables' "eth+" and nft's "eth*".
@@ -274,6 +310,8 @@ func (c Cond) String() string {
 			return "ct state & (" + ctStateNames(c.Mask) + ") == 0"
 		}
 		return "ct state " + ctStateNames(c.Mask)
+	case c.Field == FieldTCPFlags && len(c.Values) > 0:
+		return tcpFlagsString(c)
 	case c.Field == FieldCtState:
 		var names []string
 		for _, r := range c.Values {
@@ -333,8 +371,57 @@ func valueName(f Field, v uint64) string {
 		if v == rtnLocal {
 			return "local"
 		}
+	case FieldTCPFlags:
+		if v <= 0xff {
+			return tcpFlagNames(uint8(v), "|")
+		}
 	}
 	return strconv.FormatUint(v, 10)
+}
+
+var tcpFlagList = []struct {
+	bit  uint8
+	name string
+}{{TCPFin, "fin"}, {TCPSyn, "syn"}, {TCPRst, "rst"}, {TCPPsh, "psh"}, {TCPAck, "ack"}, {TCPUrg, "urg"}, {TCPEce, "ecn"}, {TCPCwr, "cwr"}}
+
+// tcpFlagNames names the flags as nft does ("syn|ack"), "0x0" for none.
+func tcpFlagNames(b uint8, sep string) string {
+	var names []string
+	for _, f := range tcpFlagList {
+		if b&f.bit != 0 {
+			names = append(names, f.name)
+		}
+	}
+	if len(names) == 0 {
+		return "0x0"
+	}
+	return strings.Join(names, sep)
+}
+
+// tcpFlagsString renders a tcp_flags condition in nft's syntax:
+// "tcp flags & (syn | ack) != syn".
+func tcpFlagsString(c Cond) string {
+	s := "tcp flags"
+	if c.Mask != 0 && c.Mask != 0xff {
+		m := tcpFlagNames(uint8(c.Mask), " | ")
+		if strings.Contains(m, "|") {
+			m = "(" + m + ")"
+		}
+		s += " & " + m
+	}
+	op := "== "
+	if c.Neg {
+		op = "!= "
+	}
+	var vals []string
+	for _, r := range c.Values {
+		v := valueName(FieldTCPFlags, r.From)
+		if r.To != r.From {
+			v += "-" + valueName(FieldTCPFlags, r.To)
+		}
+		vals = append(vals, v)
+	}
+	return s + " " + op + setString(vals)
 }
 
 func ctStateNames(mask uint32) string {

@@ -232,6 +232,10 @@ func payloadField(p *expr.Payload) (Field, string) {
 			return FieldDPort, ""
 		}
 	}
+	if p.Base == expr.PayloadBaseTransportHeader && p.Offset == 13 && p.Len == 1 {
+		// tcp flags (nft adds "meta l4proto tcp" before it).
+		return FieldTCPFlags, ""
+	}
 	base := map[expr.PayloadBase]string{expr.PayloadBaseLLHeader: "link", expr.PayloadBaseNetworkHeader: "network",
 		expr.PayloadBaseTransportHeader: "transport"}[p.Base]
 	return FieldOther, fmt.Sprintf("%s header @%d,%d", base, p.Offset*8, p.Len*8)
@@ -293,7 +297,7 @@ func maxOf(f Field) uint64 {
 	switch f {
 	case FieldDPort, FieldSPort:
 		return 65535
-	case FieldL4Proto, FieldNFProto:
+	case FieldL4Proto, FieldNFProto, FieldTCPFlags:
 		return 255
 	}
 	return 1<<32 - 1
@@ -334,6 +338,17 @@ func cmpCond(v *regVal, op expr.CmpOp, data []byte) Cond {
 			if ok && m != 0 {
 				return Cond{Field: FieldCtState, Mask: uint32(m), Neg: op == expr.CmpOpEq}
 			}
+		}
+		// tcp flags & (syn | ack) != syn, tcp flags syn (& syn != 0).
+		if v.field == FieldTCPFlags && len(v.mask) == 1 && len(data) == 1 && allZero(v.xor) && (op == expr.CmpOpNeq || op == expr.CmpOpEq) {
+			c := Cond{Field: FieldTCPFlags, Mask: uint32(v.mask[0]), Values: []Range{{uint64(data[0]), uint64(data[0])}}, Neg: op == expr.CmpOpNeq}
+			if c.Mask == 0 { // flags & 0: always 0
+				c.Mask, c.Values = 0xff, []Range{{1, 0}}
+				if data[0] == 0 {
+					c.Values = []Range{{0, 0xff}}
+				}
+			}
+			return c
 		}
 		return otherCond(v, "masked cmp")
 	}
@@ -510,6 +525,29 @@ var xtStateful = map[string]bool{"state": true, "conntrack": true, "connmark": t
 
 // decodeXtMatch decodes the iptables-nft compat matches that matter here.
 func decodeXtMatch(r *Rule, m *expr.Match) {
+	switch info := m.Info.(type) {
+	case *xt.Tcp:
+		decodeXtPorts(r, info.SrcPorts, info.DstPorts, info.InvFlags&xt.TcpInvSrcPorts != 0, info.InvFlags&xt.TcpInvDestPorts != 0)
+		if info.FlagsMask != 0 || info.InvFlags&xt.TcpInvFlags != 0 {
+			// (flags & mask) == cmp, as xt_tcp tests it.
+			c := Cond{Field: FieldTCPFlags, Mask: uint32(info.FlagsMask), Values: []Range{{uint64(info.FlagsCmp), uint64(info.FlagsCmp)}},
+				Neg: info.InvFlags&xt.TcpInvFlags != 0}
+			switch {
+			case info.FlagsCmp&^info.FlagsMask != 0:
+				c.Values = []Range{{1, 0}}
+			case info.FlagsMask == 0:
+				c.Mask, c.Values = 0xff, []Range{{0, 0xff}}
+			}
+			r.Conds = append(r.Conds, c)
+		}
+		if info.Option != 0 {
+			r.Conds = append(r.Conds, Cond{Field: FieldOther, Text: fmt.Sprintf("xt tcp option %d", info.Option), Neg: info.InvFlags&xt.TcpInvOption != 0})
+		}
+		return
+	case *xt.Udp:
+		decodeXtPorts(r, info.SrcPorts, info.DstPorts, info.InvFlags&xt.UdpInvSrcPorts != 0, info.InvFlags&xt.UdpInvDestPorts != 0)
+		return
+	}
 	if !xtStateful[m.Name] {
 		r.Conds = append(r.Conds, Cond{Field: FieldOther, Text: "xt match " + m.Name})
 		return
@@ -545,6 +583,22 @@ func decodeXtMatch(r *Rule, m *expr.Match) {
 		return
 	}
 	r.Conds = append(r.Conds, Cond{Field: FieldCt, Text: "xt " + m.Name})
+}
+
+// decodeXtPorts adds the port ranges of an xt tcp or udp match (0-65535
+// is any port, no condition).
+func decodeXtPorts(r *Rule, sp, dp [2]uint16, invS, invD bool) {
+	for _, p := range []struct {
+		f   Field
+		rg  [2]uint16
+		inv bool
+	}{{FieldSPort, sp, invS}, {FieldDPort, dp, invD}} {
+		if p.rg[0] == 0 && p.rg[1] == 0xffff && !p.inv {
+			continue
+		}
+		rg := Range{uint64(p.rg[0]), uint64(p.rg[1])}
+		r.Conds = append(r.Conds, Cond{Field: p.f, Values: []Range{rg}, Neg: p.inv})
+	}
 }
 
 // conntrackStateMask converts the state mask of -m conntrack --ctstate

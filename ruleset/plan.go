@@ -16,6 +16,13 @@ type Selector struct {
 	// Proto is tcp, udp, sctp, dccp or udplite; Port its port.
 	Proto string `json:"proto,omitempty"`
 	Port  uint16 `json:"port,omitempty"`
+	// SourcePortReplies accepts untracking the replies of a protocol
+	// other than TCP by their source port alone, even from a port any
+	// local program may send from (see [ErrSourcePort]): such a program's
+	// packets from that port are then untracked and accepted too. Off by
+	// default, those replies stay tracked (loopback) or the plan is
+	// refused (a service).
+	SourcePortReplies bool `json:"source_port_replies,omitempty"`
 }
 
 // Loopback selects every packet on the loopback interface (lo).
@@ -156,7 +163,26 @@ type spec struct {
 	proto        string
 	dport, sport uint16
 	local        bool // destination is a local address
+	// notSyn (tcp) leaves out the packets that open connections (SYN
+	// without ACK): a reply-side rule, told apart by its source port,
+	// must not take a connection a local program opens from that port.
+	notSyn bool
 }
+
+// replySpec is the reply side of proto/port: the packets from the port,
+// without the connection-opening SYNs where the protocol has them (TCP).
+func replySpec(s spec, proto string, port uint16) spec {
+	s.proto, s.sport, s.notSyn = proto, port, proto == "tcp"
+	return s
+}
+
+// nftNotSyn and iptNotSyn match every TCP packet but a connection-opening
+// SYN (SYN set, ACK clear). nft lists it back as "tcp flags != syn /
+// syn,ack"; iptables-save prints "! --tcp-flags FIN,SYN,RST,ACK SYN".
+const (
+	nftNotSyn = "tcp flags & (syn | ack) != syn"
+	iptNotSyn = "! --syn"
+)
 
 func (s spec) nft() string {
 	var p []string
@@ -174,6 +200,9 @@ func (s spec) nft() string {
 	}
 	if s.sport != 0 {
 		p = append(p, fmt.Sprintf("%s sport %d", s.proto, s.sport))
+	}
+	if s.notSyn {
+		p = append(p, nftNotSyn)
 	}
 	return strings.Join(p, " ")
 }
@@ -202,6 +231,9 @@ func (s spec) ipt() string {
 		case s.sport != 0:
 			p = append(p, fmt.Sprintf("%s --sport %d", mod, s.sport))
 		}
+		if s.notSyn {
+			p = append(p, iptNotSyn)
+		}
 	}
 	if s.local {
 		p = append(p, "-m addrtype --dst-type LOCAL")
@@ -227,6 +259,9 @@ func (s spec) class(h Hook, desc string) class {
 	}
 	if s.sport != 0 {
 		k.sport = int(s.sport)
+	}
+	if s.notSyn {
+		k.flags = notOpening
 	}
 	return k
 }
@@ -267,17 +302,17 @@ func (s Selector) flows(ports []protoPort) []flow {
 			to, from := "loopback packets to "+pp.String(), "loopback replies from "+pp.String()
 			out = append(out,
 				flow{hooks: inHooks, spec: spec{iifLo: true, proto: pp.proto, dport: pp.port}, desc: to},
-				flow{hooks: inHooks, spec: spec{iifLo: true, proto: pp.proto, sport: pp.port}, desc: from},
+				flow{hooks: inHooks, spec: replySpec(spec{iifLo: true}, pp.proto, pp.port), desc: from},
 				flow{hooks: outHooks, spec: spec{oifLo: true, proto: pp.proto, dport: pp.port}, desc: to, opens: true},
-				flow{hooks: outHooks, spec: spec{oifLo: true, proto: pp.proto, sport: pp.port}, desc: from})
+				flow{hooks: outHooks, spec: replySpec(spec{oifLo: true}, pp.proto, pp.port), desc: from})
 		}
 		return out
 	}
 	p := s.Proto
 	return []flow{
 		{hooks: inHooks, spec: spec{proto: p, dport: s.Port, local: true}, desc: "requests to " + s.String(), opens: true, request: true},
-		{hooks: inHooks, spec: spec{iifLo: true, proto: p, sport: s.Port}, desc: "replies from " + s.String() + " to local clients"},
-		{hooks: outHooks, spec: spec{proto: p, sport: s.Port}, desc: "replies from " + s.String()},
+		{hooks: inHooks, spec: replySpec(spec{iifLo: true}, p, s.Port), desc: "replies from " + s.String() + " to local clients"},
+		{hooks: outHooks, spec: replySpec(spec{}, p, s.Port), desc: "replies from " + s.String()},
 		{hooks: outHooks, spec: spec{oifLo: true, proto: p, dport: s.Port}, desc: "local clients' requests to " + s.String(), opens: true},
 	}
 }
@@ -303,9 +338,9 @@ func (s Selector) notrackRules(ports []protoPort) []notrackRule {
 		for _, h := range []Hook{HookPrerouting, HookOutput} {
 			for _, pp := range ports {
 				s := spec{iifLo: h == HookPrerouting, oifLo: h == HookOutput, proto: pp.proto}
-				to, from := s, s
-				to.dport, from.sport = pp.port, pp.port
-				out = append(out, notrackRule{h, to}, notrackRule{h, from})
+				to := s
+				to.dport = pp.port
+				out = append(out, notrackRule{h, to}, notrackRule{h, replySpec(s, pp.proto, pp.port)})
 			}
 		}
 		return out
@@ -313,7 +348,7 @@ func (s Selector) notrackRules(ports []protoPort) []notrackRule {
 	p := s.Proto
 	return []notrackRule{
 		{HookPrerouting, spec{proto: p, dport: s.Port, local: true}},
-		{HookOutput, spec{proto: p, sport: s.Port}},
+		{HookOutput, replySpec(spec{}, p, s.Port)},
 		{HookOutput, spec{oifLo: true, proto: p, dport: s.Port}},
 	}
 }
@@ -374,6 +409,14 @@ func PlanNotrack(rs *Ruleset, sel Selector, t Target) (*Plan, error) {
 		return nil, err
 	}
 	if err := checkRefusals(rs, sel, ports); err != nil {
+		return nil, err
+	}
+	if pp := (protoPort{sel.Proto, sel.Port}); !sel.Loopback && !sourcePortSafe(rs, sel, pp) {
+		return nil, &RefusedError{Selector: sel, Reason: ErrSourcePort,
+			Rule:   fmt.Sprintf("net.ipv4.ip_unprivileged_port_start = %d", rs.unprivilegedPortStart()),
+			Detail: "untracking " + sel.String() + " means untracking the packets this host sends from the port, and not every chain they cross accepts new packets from it; " + sourcePortWhy(rs, []protoPort{pp})}
+	}
+	if err := staleOwnRules(rs, sel, ports); err != nil {
 		return nil, err
 	}
 	p := &Plan{Selector: sel, Target: t, Notes: notes}
@@ -573,6 +616,83 @@ func missingNotrack(rs *Ruleset, sel Selector, ports []protoPort) ([]notrackRule
 	return missing, nil
 }
 
+// staleOwnRules refuses ctdoctor's own NOTRACK rules (its table for sel,
+// or iptables rules with its comment) that untrack by source port more
+// than a plan does now: a TCP rule that takes connection-opening SYNs
+// (rules written before replies were told apart from new connections),
+// or replies of another protocol from a port a plan now leaves tracked.
+// Left in place they would make a plan look done while a local program
+// sending from that port reaches ports the firewall drops.
+func staleOwnRules(rs *Ruleset, sel Selector, ports []protoPort) error {
+	keep := map[protoPort]bool{}
+	for _, n := range sel.notrackRules(ports) {
+		if n.spec.sport != 0 {
+			keep[protoPort{n.spec.proto, n.spec.sport}] = true
+		}
+	}
+	for _, t := range rs.Tables {
+		for _, c := range t.Chains {
+			if c.Hook != HookPrerouting && c.Hook != HookOutput || c.Priority >= PriorityConntrack || c.Type == "nat" {
+				continue
+			}
+			for _, r := range c.Rules {
+				if !r.Notrack || !isOurs(t, sel) && r.Comment != sel.Comment() {
+					continue
+				}
+				pp, ok := ruleSourcePort(r)
+				if !ok {
+					continue
+				}
+				stale := ""
+				if pp.proto == "tcp" {
+					for _, fam := range nfprotos(t.Family) {
+						k := class{hook: c.Hook, l4proto: protoNumbers["tcp"], nfproto: fam, sport: int(pp.port), dport: -1, flags: opening}
+						if sel.Loopback {
+							k.iif, k.oif, k.local = map[Hook]string{HookPrerouting: "lo"}[c.Hook], map[Hook]string{HookOutput: "lo"}[c.Hook], true
+						}
+						if r.matches(k, true) != no {
+							stale = "connection-opening SYNs from " + pp.String()
+						}
+					}
+				} else if !keep[pp] {
+					stale = "replies from " + pp.String() + " by their source port alone"
+				}
+				if stale != "" {
+					return fmt.Errorf("%w: %s untracks %s, which a plan no longer does: a local program sending from that port "+
+						"to a port the firewall drops would be untracked and accepted; undo the plan that added it "+
+						"(ctdoctor rollback, or that plan's undo commands) and plan again", ErrConflict, where(t, c, r), stale)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ruleSourcePort returns the protocol and single source port a rule
+// matches (both positive conditions), if it has them.
+func ruleSourcePort(r *Rule) (protoPort, bool) {
+	var (
+		pp       protoPort
+		hasProto bool
+	)
+	for _, c := range r.Conds {
+		if c.Neg || len(c.Values) != 1 || c.Values[0].From != c.Values[0].To {
+			continue
+		}
+		switch v := c.Values[0].From; c.Field {
+		case FieldL4Proto:
+			for name, n := range protoNumbers {
+				if uint64(n) == v {
+					pp.proto, hasProto = name, true
+				}
+			}
+		case FieldSPort:
+			pp.port = uint16(v)
+		}
+	}
+	return pp, hasProto && pp.port != 0
+}
+
 func notracked(rs *Ruleset, k class) bool {
 	for _, t := range rs.Tables {
 		if !slices.Contains(nfprotos(t.Family), k.nfproto) {
@@ -712,8 +832,12 @@ func buildSteps(rs *Ruleset, sel Selector, ports []protoPort, t Target, p *Plan,
 		notrackWhy += " Only loopback traffic to and from " + portList(ports) + " is untracked (to the port, and the replies from it): " +
 			"these are the ports every chain the packets cross accepts new loopback connections to. The rest of loopback stays " +
 			"tracked: the firewall drops new loopback connections to other ports, and untracking them would need an accept " +
-			"of untracked packets that would let them through. Replies are told apart by their source port alone: " +
-			"a local program that sends from one of these ports (as its source port) is untracked and accepted too."
+			"of untracked packets that would let them through."
+	}
+	if sel.Loopback && ports != nil {
+		notrackWhy += replyWhy(rs, sel, ports)
+	} else if !sel.Loopback {
+		notrackWhy += replyWhy(rs, sel, []protoPort{{sel.Proto, sel.Port}})
 	}
 	if len(missing) > 0 && tools.Nft != "" && rs.Nftables {
 		decl := []string{"create table inet " + tableName}
@@ -761,6 +885,47 @@ func buildSteps(rs *Ruleset, sel Selector, ports []protoPort, t Target, p *Plan,
 	}
 	p.Steps = append(p.Steps, rawSteps...)
 	return nil
+}
+
+// replyWhy says how the replies from the ports are told apart from what
+// a local program sends from those ports, and why that is safe.
+func replyWhy(rs *Ruleset, sel Selector, ports []protoPort) string {
+	var tcp, low, open, asked []protoPort
+	for _, pp := range ports {
+		switch {
+		case pp.proto == "tcp":
+			tcp = append(tcp, pp)
+		case int(pp.port) < rs.unprivilegedPortStart():
+			low = append(low, pp)
+		case sourcePortSafe(rs, Selector{Loopback: sel.Loopback, Proto: sel.Proto, Port: sel.Port}, pp):
+			open = append(open, pp)
+		default:
+			asked = append(asked, pp)
+		}
+	}
+	var b strings.Builder
+	if len(tcp) > 0 {
+		fmt.Fprintf(&b, " Replies from %s are told apart by their source port and their TCP flags: a packet from the port that opens "+
+			"a connection (SYN without ACK) stays tracked, so a local program that connects from the port (as its source port) "+
+			"to a port the firewall drops meets the firewall's rules and is still dropped.", portList(tcp))
+	}
+	if other := append(append(append([]protoPort{}, low...), open...), asked...); len(other) > 0 {
+		fmt.Fprintf(&b, " %s has no flag that marks a new connection, so replies from %s are told apart by their source port alone:",
+			protoTitles(other), portList(other))
+		var why []string
+		if len(low) > 0 {
+			why = append(why, fmt.Sprintf("only privileged programs may send from %s (below net.ipv4.ip_unprivileged_port_start, %d)",
+				portList(low), rs.unprivilegedPortStart()))
+		}
+		if len(open) > 0 {
+			why = append(why, fmt.Sprintf("the firewall accepts new packets from %s anyway", portList(open)))
+		}
+		if len(asked) > 0 {
+			why = append(why, fmt.Sprintf("any local program may send from %s, and as asked, its packets from there are untracked and accepted too", portList(asked)))
+		}
+		b.WriteString(" " + strings.Join(why, "; ") + ".")
+	}
+	return b.String()
 }
 
 // nftUndo is one command that deletes the inserted rules (found again by

@@ -64,7 +64,7 @@ COMMIT
 `, "")
 	p := mustPlan(t, rs, Loopback())
 	if !hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -p tcp -m tcp --dport 80 -m conntrack --ctstate UNTRACKED") ||
-		!hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -p tcp -m tcp --sport 80 -m conntrack --ctstate UNTRACKED") {
+		!hasCommand(p, "iptables-legacy -w -I INPUT 2 -i lo -p tcp -m tcp --sport 80 ! --syn -m conntrack --ctstate UNTRACKED") {
 		t.Errorf("want the accept at INPUT position 2:\n%s", strings.Join(p.Commands(), "\n"))
 	}
 }
@@ -126,7 +126,7 @@ COMMIT
 	for _, want := range []string{
 		"-I INPUT 1 -p tcp -m tcp --dport 80 -m addrtype --dst-type LOCAL -m conntrack --ctstate UNTRACKED",
 		"fib daddr type local tcp dport 80 notrack",
-		"output tcp sport 80 notrack",
+		"output tcp sport 80 tcp flags & (syn | ack) != syn notrack",
 		`output oif "lo" tcp dport 80 notrack`,
 	} {
 		if !hasCommand(p, want) {
@@ -191,7 +191,7 @@ COMMIT
 	p := mustPlan(t, both(strings.Replace(filter, "ACCEPT_RULE", "", 1), raw), Loopback())
 	if len(p.Steps) != 2 || hasCommand(p, "create table") || hasCommand(p, "-j NOTRACK") ||
 		!hasCommand(p, "iptables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --dport 80 -m conntrack") ||
-		!hasCommand(p, "ip6tables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --sport 80 -m conntrack") ||
+		!hasCommand(p, "ip6tables-legacy -w -I INPUT 1 -i lo -p tcp -m tcp --sport 80 ! --syn -m conntrack") ||
 		hasCommand(p, "-I INPUT 1 -i lo -m conntrack") {
 		t.Errorf("NOTRACK present, accept missing: want the accept only, for both families:\n%s", strings.Join(p.Commands(), "\n"))
 	}
@@ -235,20 +235,20 @@ func TestPlanNftBatch(t *testing.T) {
 	// and from them, and the accept takes only those untracked packets.
 	want := `ip netns exec demo nft -f - <<'EOF'
 insert rule inet fw input position 4 iif "lo" tcp dport 80 ct state untracked accept comment "ctdoctor notrack lo"
-insert rule inet fw input position 4 iif "lo" tcp sport 80 ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp sport 80 tcp flags & (syn | ack) != syn ct state untracked accept comment "ctdoctor notrack lo"
 insert rule inet fw input position 4 iif "lo" tcp dport 8081 ct state untracked accept comment "ctdoctor notrack lo"
-insert rule inet fw input position 4 iif "lo" tcp sport 8081 ct state untracked accept comment "ctdoctor notrack lo"
+insert rule inet fw input position 4 iif "lo" tcp sport 8081 tcp flags & (syn | ack) != syn ct state untracked accept comment "ctdoctor notrack lo"
 create table inet ctdoctor_notrack_lo
 add chain inet ctdoctor_notrack_lo prerouting { type filter hook prerouting priority -300; policy accept; }
 add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
-add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 80 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp dport 8081 notrack comment "ctdoctor notrack lo"
-add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 8081 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo prerouting iif "lo" tcp sport 8081 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 add chain inet ctdoctor_notrack_lo output { type filter hook output priority -300; policy accept; }
 add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 80 notrack comment "ctdoctor notrack lo"
-add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 80 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 80 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 add rule inet ctdoctor_notrack_lo output oif "lo" tcp dport 8081 notrack comment "ctdoctor notrack lo"
-add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 8081 notrack comment "ctdoctor notrack lo"
+add rule inet ctdoctor_notrack_lo output oif "lo" tcp sport 8081 tcp flags & (syn | ack) != syn notrack comment "ctdoctor notrack lo"
 EOF`
 	if got := p.Steps[0].Commands[0]; got != want {
 		t.Errorf("batch:\n%s\nwant:\n%s", got, want)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,11 @@ func Read(ctx context.Context, t Target) (*Ruleset, error) {
 		}
 	}
 	rs := &Ruleset{NetNS: t.NetNS, Tools: findTools(ctx)}
+	if v, err := readUnprivilegedPortStart(t.path()); err == nil {
+		rs.UnprivilegedPortStart = &v
+	} else if !errors.Is(err, os.ErrNotExist) { // kernels before 4.11 have no such setting: 1024
+		rs.Warnings = append(rs.Warnings, fmt.Sprintf("net.ipv4.ip_unprivileged_port_start: %v (taken as %d)", err, DefaultUnprivilegedPortStart))
+	}
 	nftTables, err := readNft(t.path())
 	switch {
 	case err == nil:
@@ -256,6 +262,53 @@ func findTools(ctx context.Context) Tools {
 		}
 	}
 	return t
+}
+
+// unprivPortFile is where the namespace's ip_unprivileged_port_start is
+// read; /proc/sys/net shows the namespace of the thread that opens it.
+const unprivPortFile = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+
+// readUnprivilegedPortStart reads net.ipv4.ip_unprivileged_port_start of
+// the namespace at path ("" the caller's), from an OS thread that has
+// joined it (that thread is never returned to the Go scheduler).
+func readUnprivilegedPortStart(path string) (int, error) {
+	read := func() (int, error) {
+		b, err := os.ReadFile(unprivPortFile)
+		if err != nil {
+			return 0, err
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || v < 0 || v > 65536 {
+			return 0, fmt.Errorf("%s: %q is not a port", unprivPortFile, strings.TrimSpace(string(b)))
+		}
+		return v, nil
+	}
+	if path == "" {
+		return read()
+	}
+	type result struct {
+		v   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: fmt.Errorf("open network namespace %s: %w", path, err)}
+			return
+		}
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+		unix.Close(fd)
+		if err != nil {
+			done <- result{err: fmt.Errorf("setns %s: %w", path, err)}
+			return
+		}
+		v, err := read()
+		done <- result{v, err}
+	}()
+	r := <-done
+	return r.v, r.err
 }
 
 // runIn runs a command inside the namespace at path ("" the caller's) and
