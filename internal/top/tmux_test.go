@@ -501,3 +501,32 @@ func TestTopNoPermission(t *testing.T) {
 	tm.keys("q")
 	tm.waitText("EXIT=0")
 }
+
+// --all-netns: n reaches a namespace created for the test among all the
+// host's; deleted, it shows as gone.
+func TestTopAllNetNS(t *testing.T) {
+	nstest.Require(t, "conntrack")
+	name := plainNS(t)
+	tm := newTerm(t, 100, 30, fmt.Sprintf("%s top --all-netns --interval 500ms", ctdoctor(t)))
+	s := tm.waitText("By TCP state")
+	for i := 0; !strings.Contains(strings.SplitN(s, "\n", 2)[0], "netns "+name+" ("); i++ {
+		if i == 200 {
+			t.Fatalf("n never reached %s:\n%s", name, s)
+		}
+		prev := strings.SplitN(s, "\n", 2)[0]
+		tm.keys("n")
+		s = tm.waitFor("the next namespace", func(s string) bool {
+			title := strings.SplitN(s, "\n", 2)[0]
+			return timeRe.ReplaceAllString(title, "") != timeRe.ReplaceAllString(prev, "")
+		})
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del %s: %v: %s", name, err, out)
+	}
+	s = tm.waitText("GONE")
+	if !strings.Contains(s, "netns "+name) {
+		t.Errorf("another namespace is shown gone:\n%s", s)
+	}
+	tm.keys("q")
+	tm.waitText("EXIT=0")
+}
