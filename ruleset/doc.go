@@ -37,6 +37,18 @@
 // replies from them, and loopback connections to other ports stay tracked
 // and dropped as before.
 //
+// A reply is recognised by its source port, which any local program may
+// choose (any free port from ip_unprivileged_port_start up, 1024 by
+// default). So the reply-side rules of TCP leave out the packets that
+// open connections (a SYN without ACK: nft "tcp flags & (syn | ack) !=
+// syn", iptables "! --syn"): a program connecting from an open port to
+// one the firewall drops is tracked and dropped as before. Protocols with
+// no such flag (UDP, UDP-Lite, SCTP, DCCP) have their replies untracked
+// only from ports below ip_unprivileged_port_start, or where the
+// firewall accepts new packets from the port anyway, or when
+// [Selector.SourcePortReplies] asks for it; otherwise a loopback port
+// stays tracked (a note says so) and a service is refused.
+//
 // Commands carry the namespace prefix (`ip netns exec NAME`), so
 // pasted on the host they change the namespace and not the host; the nft
 // part is one `nft -f -` batch, applied completely or not at all. A plan
@@ -56,17 +68,20 @@
 // apply to it), [ErrHelper] (a rule attaches a conntrack helper to it),
 // [ErrRestricted] (the firewall opens the port only to some sources),
 // [ErrLoopbackClosed] (loopback, under a firewall that accepts neither all
-// new loopback connections nor any to a port it names). A
-// ruleset the planner cannot write safe commands for wraps
-// [ErrUnsupported]; a half-present ctdoctor table wraps [ErrConflict].
+// new loopback connections nor any to a port it names), [ErrSourcePort]
+// (replies told apart only by a source port any program may send from),
+// [ErrConflict] (an earlier ctdoctor plan's rules untrack replies by
+// source port alone: undo them first). A ruleset the planner cannot
+// write safe commands for wraps [ErrUnsupported]; a half-present
+// ctdoctor table wraps [ErrConflict].
 //
 // ParseSave: malformed or truncated iptables-save text is an error naming
 // the line.
 //
 // # What it assumes
 //
-// Rules are decoded into conditions on interface, protocol, ports, local
-// destination and conntrack state. Any other match (addresses, marks,
+// Rules are decoded into conditions on interface, protocol, ports, TCP
+// flags, local destination and conntrack state. Any other match (addresses, marks,
 // sets of unknown type, xt matches) counts as "may or may not match": it
 // never makes the planner believe traffic is accepted or untracked when it
 // may not be, and it makes NAT and helper rules count as applying. The nft

@@ -49,8 +49,9 @@ var (
 // would break it. errors.Is matches ErrRefused and the Reason.
 type RefusedError struct {
 	Selector Selector `json:"selector"`
-	// Reason is ErrNATed, ErrHelper, ErrRestricted, ErrLoopbackClosed or
-	// ErrSourcePort.
+	// Reason is ErrNATed, ErrHelper, ErrRestricted, ErrLoopbackClosed,
+	// ErrSourcePort, or ErrConflict for an earlier plan's rules that
+	// untrack more than a plan does now (undo them first).
 	Reason error `json:"-"`
 	// Rule names the rule that decides it: table, chain, handle, text.
 	Rule string `json:"rule"`

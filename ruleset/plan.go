@@ -616,13 +616,15 @@ func missingNotrack(rs *Ruleset, sel Selector, ports []protoPort) ([]notrackRule
 	return missing, nil
 }
 
-// staleOwnRules refuses ctdoctor's own NOTRACK rules (its table for sel,
-// or iptables rules with its comment) that untrack by source port more
-// than a plan does now: a TCP rule that takes connection-opening SYNs
-// (rules written before replies were told apart from new connections),
-// or replies of another protocol from a port a plan now leaves tracked.
-// Left in place they would make a plan look done while a local program
-// sending from that port reaches ports the firewall drops.
+// staleOwnRules refuses (a [*RefusedError] with the reason ErrConflict)
+// ctdoctor's own NOTRACK rules (its table for sel, or iptables rules with
+// its comment) that untrack by source port more than a plan does now: a
+// TCP rule that takes connection-opening SYNs (rules written before
+// replies were told apart from new connections), or replies of another
+// protocol from a port a plan now leaves tracked. Left in place they
+// would make a plan look done while a local program sending from that
+// port reaches ports the firewall drops. A refusal, not a failure, so
+// the rest of a plan (sysctls) is still made.
 func staleOwnRules(rs *Ruleset, sel Selector, ports []protoPort) error {
 	keep := map[protoPort]bool{}
 	for _, n := range sel.notrackRules(ports) {
@@ -658,9 +660,10 @@ func staleOwnRules(rs *Ruleset, sel Selector, ports []protoPort) error {
 					stale = "replies from " + pp.String() + " by their source port alone"
 				}
 				if stale != "" {
-					return fmt.Errorf("%w: %s untracks %s, which a plan no longer does: a local program sending from that port "+
-						"to a port the firewall drops would be untracked and accepted; undo the plan that added it "+
-						"(ctdoctor rollback, or that plan's undo commands) and plan again", ErrConflict, where(t, c, r), stale)
+					return &RefusedError{Selector: sel, Reason: ErrConflict, Rule: where(t, c, r),
+						Detail: fmt.Sprintf("this rule of an earlier ctdoctor plan untracks %s, which a plan no longer does: a local program "+
+							"sending from that port to a port the firewall drops is untracked and accepted; undo that plan "+
+							"(ctdoctor rollback, or its undo commands) and plan again", stale)}
 				}
 			}
 		}

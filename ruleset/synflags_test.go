@@ -270,8 +270,11 @@ func TestPlanStaleOwnRules(t *testing.T) {
 	rs := nftRuleset("fw", "input")
 	rs.Tables = append(rs.Tables, oldTable("ctdoctor notrack lo"))
 	_, err := PlanNotrack(rs, Loopback(), Target{})
-	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "connection-opening SYNs from tcp/80") || !strings.Contains(err.Error(), "rollback") {
-		t.Errorf("an earlier plan's table: got %v, want ErrConflict naming the SYNs from tcp/80", err)
+	var re *RefusedError
+	if !errors.Is(err, ErrConflict) || !errors.Is(err, ErrRefused) || !errors.As(err, &re) ||
+		!strings.Contains(re.Detail, "connection-opening SYNs from tcp/80") || !strings.Contains(re.Detail, "rollback") ||
+		!strings.Contains(re.Rule, "inet ctdoctor_notrack_lo chain prerouting handle 3") {
+		t.Errorf("an earlier plan's table: got %v, want a refusal (ErrConflict) naming the rule and the SYNs from tcp/80", err)
 	}
 	// The same rules in iptables' raw table with ctdoctor's comment.
 	raw := `*raw
