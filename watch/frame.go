@@ -12,14 +12,15 @@
 //
 // [Open] watches each namespace on goroutines of its own. It subscribes
 // to the kernel's conntrack events first, then lists the whole table
-// over netlink: the listing builds a table of every entry by its
-// conntrack ID (CTA_ID), and the events received while it ran are played
-// again onto it, so nothing falls between the two. From then on each
-// event (new, update, destroy) changes one entry and its counts; a full
-// listing every Options.ListEvery (30 s) rebuilds the table and feeds a
-// diagnosis (doctor.Run, with the planner's fixes) from the same pass,
-// and so does one made early when the event-kept total strays from
-// nf_conntrack_count for a few refreshes. Every Options.Interval (1 s) a
+// over netlink into a table of every entry by its conntrack ID (CTA_ID);
+// events keep being applied while the listing runs, and win over it, so
+// nothing falls between the two. From then on each event (new, update,
+// destroy) changes one entry and its counts. A full listing every
+// Options.ListEvery (30 s) brings the table up to date in place — what it
+// does not list, and no event changed meanwhile, ended without an event
+// and goes — and feeds a diagnosis (doctor.Run, with the planner's fixes)
+// from the same pass; so does one made early when the event-kept total
+// strays from nf_conntrack_count for a few refreshes. Every Options.Interval (1 s) a
 // refresh reads nf_conntrack_count, _max, _buckets and the per-CPU
 // counters (procfs, or netlink where the kernel has no
 // /proc/net/stat/nf_conntrack) and makes a new frame.

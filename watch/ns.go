@@ -20,9 +20,6 @@ import (
 
 // Bounds of a namespace's memory besides its table.
 const (
-	// maxJournal bounds the events kept while a listing runs (about
-	// 60 bytes each); more count as lost events.
-	maxJournal = 256 << 10
 	// maxKernelLog is the number of kernel-log events a frame keeps.
 	maxKernelLog = 50
 	// tombCap is the number of recently destroyed IDs remembered, so that
@@ -34,6 +31,11 @@ const (
 	driftRefreshes = 3
 	// driftEvery is the least time between two such listings.
 	driftEvery = 10 * time.Second
+	// eventPause is how long the reader lets events gather in the socket
+	// after a batch that did not fill: a wake-up per event would cost
+	// more than the event, and frames come every Interval anyway. At
+	// 100,000 events/s this is some 2 MB of the receive buffer.
+	eventPause = 20 * time.Millisecond
 )
 
 // testHookEventsRead, when set, is called before each read of events (a
@@ -49,25 +51,17 @@ type target struct {
 	spec  bool // given by the caller: kept when gone, and watched again when it comes back
 }
 
-// journalEntry is an event received while a listing runs, applied again
-// to the listing's table when it ends.
-type journalEntry struct {
-	typ      ctnetlink.EventType
-	hasState bool
-	id       uint32
-	e        entry
-}
-
-// tombstones remember recently destroyed IDs.
+// tombstones remember recently destroyed IDs, with the listing
+// generation they ended in.
 type tombstones struct {
-	set  map[uint32]struct{}
+	set  map[uint32]uint8
 	ring []uint32
 	next int
 }
 
-func (t *tombstones) add(id uint32) {
+func (t *tombstones) add(id uint32, gen uint8) {
 	if t.set == nil {
-		t.set = make(map[uint32]struct{})
+		t.set = make(map[uint32]uint8)
 		t.ring = make([]uint32, 0, tombCap)
 	}
 	if len(t.ring) < tombCap {
@@ -77,17 +71,23 @@ func (t *tombstones) add(id uint32) {
 		t.ring[t.next] = id
 		t.next = (t.next + 1) % tombCap
 	}
-	t.set[id] = struct{}{}
+	t.set[id] = gen
 }
 
 func (t *tombstones) has(id uint32) bool { _, ok := t.set[id]; return ok }
 func (t *tombstones) del(id uint32)      { delete(t.set, id) }
 
+// endedIn reports whether id ended in generation gen.
+func (t *tombstones) endedIn(id uint32, gen uint8) bool {
+	g, ok := t.set[id]
+	return ok && g == gen
+}
+
 // nsStats count what a namespace's watch did (for tests and benchmarks).
 type nsStats struct {
 	events     uint64 // events applied
 	newEvents  uint64 // of which new
-	journaled  uint64 // events replayed onto a listing's table
+	swept      uint64 // entries a listing found gone without an event
 	listings   int    // listings finished
 	reports    int    // diagnoses finished
 	lost       int    // event losses reported by the kernel
@@ -102,8 +102,8 @@ type readerErr struct {
 
 // nsWatch watches one namespace: a control loop refreshes the counters
 // and frames every Interval and starts listings; a reader applies events
-// to the table; a lister (one at a time) rebuilds the table from a full
-// listing, with a diagnosis every ListEvery.
+// to the table; a lister (one at a time) brings the table up to date
+// with a full listing, with a diagnosis every ListEvery.
 type nsWatch struct {
 	opt Options
 	target
@@ -137,8 +137,6 @@ type nsWatch struct {
 	mu         sync.Mutex // guards what follows
 	tab        *table
 	listing    bool
-	journal    []journalEntry
-	journalOvf bool
 	tomb       tombstones
 	newEvents  int64
 	stats      nsStats
@@ -163,7 +161,7 @@ func newNSWatch(parent context.Context, t target, opt Options) *nsWatch {
 	n := &nsWatch{opt: opt, target: t, ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		lostc: make(chan readerErr, 1), listedc: make(chan struct{}, 1),
 		growth: growth{window: opt.GrowthWindow}, newRate: -1, newIDRate: -1, rates: unknownRates,
-		prevRows: map[string]map[string]int64{}}
+		prevRows: map[string]map[string]int64{}, tab: newTable(1024)}
 	n.frame = Frame{NetNS: t.label, Count: -1, Max: -1, Buckets: -1, Mode: ModeEvents,
 		NewPerSec: -1, DropPerSec: -1, EarlyDropPerSec: -1, InsertFailedPerSec: -1, TimeToFull: -1}
 	if opt.Polling {
@@ -278,6 +276,9 @@ func (n *nsWatch) readEvents(ev *ctnetlink.Events) {
 		}
 		switch {
 		case err == nil:
+			if k < ctnetlink.MaxBatch {
+				time.Sleep(eventPause)
+			}
 			continue
 		case errors.Is(err, ctnetlink.ErrClosed):
 			return
@@ -324,10 +325,9 @@ func flowID(f *conntrack.Flow) uint32 {
 	return h.Sum32() | 1
 }
 
-// apply applies one event to the table (and journals it during a listing).
+// apply applies one event to the table.
 func (n *nsWatch) apply(ev *ctnetlink.Event) {
 	id := flowID(&ev.Flow)
-	e := entryOf(&ev.Flow)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch ev.Type {
@@ -340,27 +340,13 @@ func (n *nsWatch) apply(ev *ctnetlink.Event) {
 			return // delivered after the entry's end
 		}
 	case ctnetlink.EventDestroy:
-		n.tomb.add(id)
-	}
-	n.stats.events++
-	if n.tab != nil {
-		applyTo(n.tab, ev.Type, id, e, ev.HasState)
-	}
-	if n.listing {
-		if len(n.journal) < maxJournal {
-			n.journal = append(n.journal, journalEntry{typ: ev.Type, hasState: ev.HasState, id: id, e: e})
-		} else {
-			n.journalOvf = true
-		}
-	}
-}
-
-func applyTo(t *table, typ ctnetlink.EventType, id uint32, e entry, hasState bool) {
-	if typ == ctnetlink.EventDestroy {
-		t.remove(id)
+		n.tomb.add(id, n.tab.gen)
+		n.tab.remove(id)
+		n.stats.events++
 		return
 	}
-	t.put(id, e, hasState)
+	n.stats.events++
+	n.tab.put(id, entryOf(&ev.Flow), ev.HasState)
 }
 
 // eventsFailed handles a loss (or a failure) of events: the table is
@@ -455,7 +441,7 @@ func (n *nsWatch) checkDrift(now time.Time) {
 		return
 	}
 	n.mu.Lock()
-	ok := n.tab != nil && !n.listing && n.mode == ModeEvents
+	ok := !n.listedAt.IsZero() && !n.listing && n.mode == ModeEvents
 	var diff int64
 	if ok {
 		diff = n.tab.total - n.prev.count
@@ -522,7 +508,8 @@ func (n *nsWatch) schedule(now time.Time, first bool) {
 		n.lastReportStart = now
 	}
 	n.mu.Lock()
-	n.listing, n.journal, n.journalOvf = true, n.journal[:0], false
+	n.listing = true
+	n.tab.begin()
 	if report {
 		n.diagnosing = true
 	}
@@ -552,19 +539,18 @@ func (n *nsWatch) netlinkStats() ([]conntrack.Stats, error) {
 // errNotListed: the diagnosis ended without listing the table.
 var errNotListed = errors.New("the diagnosis ended without listing the table")
 
-// list rebuilds the table from a full listing (with a diagnosis made from
-// the same pass when report is set) and replays the events received
-// meanwhile onto it.
+// list brings the table up to date with a full listing (with a
+// diagnosis made from the same pass when report is set).
 func (n *nsWatch) list(start, prevStart time.Time, report bool) {
 	defer n.wg.Done()
-	var tab *table
+	var fresh int64
 	var err error
 	if report {
-		tab, err = n.listDiagnosed()
+		fresh, err = n.listDiagnosed()
 	} else {
-		tab, err = n.dump(nil)
+		fresh, err = n.dump(nil)
 	}
-	n.finish(start, prevStart, tab, err)
+	n.finish(start, prevStart, fresh, err)
 	select {
 	case n.listedc <- struct{}{}:
 	default:
@@ -574,11 +560,12 @@ func (n *nsWatch) list(start, prevStart time.Time, report bool) {
 // listDiagnosed lists the table through doctor.Run, which diagnoses the
 // namespace from the entries as they pass: one listing for both. The
 // diagnosis goes on (second counter sample, findings, the planner's
-// fixes) after the listing; the table is ready when the listing ends.
-func (n *nsWatch) listDiagnosed() (*table, error) {
+// fixes) after the listing; the table is up to date when the listing
+// ends.
+func (n *nsWatch) listDiagnosed() (int64, error) {
 	type listed struct {
-		tab *table
-		err error
+		fresh int64
+		err   error
 	}
 	res := make(chan listed, 1)
 	var called atomic.Bool
@@ -586,8 +573,8 @@ func (n *nsWatch) listDiagnosed() (*table, error) {
 		if !called.CompareAndSwap(false, true) {
 			return errors.New("watch: the table was listed for this diagnosis already")
 		}
-		tab, err := n.dump(fn)
-		res <- listed{tab, err}
+		fresh, err := n.dump(fn)
+		res <- listed{fresh, err}
 		return err
 	}
 	n.wg.Add(1)
@@ -595,7 +582,7 @@ func (n *nsWatch) listDiagnosed() (*table, error) {
 		defer n.wg.Done()
 		r, err := doctor.Run(n.ctx, doctor.Input{NetNS: n.path, LiveEntries: src}, doctor.Options{Interval: time.Second, Top: n.opt.TopK})
 		if called.CompareAndSwap(false, true) {
-			res <- listed{nil, errNotListed}
+			res <- listed{0, errNotListed}
 		}
 		n.mu.Lock()
 		defer n.mu.Unlock()
@@ -613,34 +600,34 @@ func (n *nsWatch) listDiagnosed() (*table, error) {
 	if errors.Is(l.err, errNotListed) {
 		return n.dump(nil)
 	}
-	return l.tab, l.err
+	return l.fresh, l.err
 }
 
-// dump lists the table into a new table, handing each entry to tee too
-// when set. An interrupted dump (the table changed under it) is tried
+// dump lists the table into the current one (see table.listed), handing
+// each entry to tee too when set; it returns how many entries were new
+// to the table. An interrupted dump (the table changed under it) is tried
 // again, unless tee saw its entries.
-func (n *nsWatch) dump(tee func(*conntrack.Flow) error) (*table, error) {
-	hint := 1024
-	n.mu.Lock()
-	if n.tab != nil {
-		hint = int(n.tab.total + n.tab.total>>3)
-	}
-	n.mu.Unlock()
+func (n *nsWatch) dump(tee func(*conntrack.Flow) error) (int64, error) {
+	var fresh int64
 	for attempt := 0; ; attempt++ {
 		if n.listConn == nil {
 			c, err := ctnetlink.Open(n.path)
 			if err != nil {
-				return nil, err
+				return 0, err
 			}
 			n.listConn = c
 		}
-		tab := newTable(hint)
 		i := 0
 		err := n.listConn.Dump(func(f *conntrack.Flow) error {
 			if i++; i&4095 == 0 && n.ctx.Err() != nil {
 				return n.ctx.Err()
 			}
-			tab.put(flowID(f), entryOf(f), true)
+			id, e := flowID(f), entryOf(f)
+			n.mu.Lock()
+			if n.listedEntry(id, e) {
+				fresh++
+			}
+			n.mu.Unlock()
 			if tee != nil {
 				return tee(f)
 			}
@@ -648,59 +635,51 @@ func (n *nsWatch) dump(tee func(*conntrack.Flow) error) (*table, error) {
 		})
 		switch {
 		case err == nil:
-			return tab, nil
+			return fresh, nil
 		case errors.Is(err, ctnetlink.ErrInterrupted) && tee == nil && attempt < 2:
-			continue // the events journaled meanwhile still apply
+			continue // what the first pass saw stays marked
 		case errors.Is(err, ctnetlink.ErrInterrupted):
-			return tab, nil // as good as it gets: the events and the next listing mend it
+			return fresh, nil // as good as it gets: the events and the next listing mend it
 		}
 		if n.ctx.Err() == nil {
 			n.listConn.Close()
 			n.listConn = nil
 		}
-		return nil, err
+		return fresh, err
 	}
 }
 
-// finish replays the journal onto the listed table and makes it current.
-func (n *nsWatch) finish(start, prevStart time.Time, tab *table, err error) {
+// listedEntry records an entry of the listing under way, unless an event
+// ended it after the listing saw it (n.mu held); it reports whether the
+// entry was new to the table.
+func (n *nsWatch) listedEntry(id uint32, e entry) bool {
+	return !n.tomb.endedIn(id, n.tab.gen) && n.tab.listed(id, e)
+}
+
+// finish ends a listing: what it did not see, and no event changed, is
+// gone. A failed listing leaves the table as it is.
+func (n *nsWatch) finish(start, prevStart time.Time, fresh int64, err error) {
 	n.mu.Lock()
-	journal, ovf := n.journal, n.journalOvf
-	n.listing, n.journalOvf = false, false
+	defer n.mu.Unlock()
+	n.listing = false
 	if err != nil {
-		n.journal = journal[:0]
 		if n.ctx.Err() == nil {
 			n.listErr = err
 		}
-		n.mu.Unlock()
 		return
 	}
-	for _, j := range journal {
-		applyTo(tab, j.typ, j.id, j.e, j.hasState)
-	}
-	n.stats.journaled += uint64(len(journal))
-	n.journal = journal[:0]
-	if !n.subscribed && n.tab != nil && !prevStart.IsZero() {
-		// Without events, new entries are those not in the last listing:
-		// fewer than were made, as some came and went in between.
-		var fresh int64
-		for id := range tab.flows {
-			if _, ok := n.tab.flows[id]; !ok {
-				fresh++
-			}
-		}
+	n.stats.swept += uint64(n.tab.sweep())
+	if !n.subscribed && !prevStart.IsZero() {
+		// Without events, the new entries are those a listing finds that
+		// the one before did not have: fewer than were made, as some came
+		// and went in between.
 		if dt := start.Sub(prevStart).Seconds(); dt > 0 {
 			n.newIDRate = float64(fresh) / dt
 		}
 	}
-	n.tab = tab
 	n.listedAt = time.Now()
 	n.listErr = nil
 	n.stats.listings++
-	n.mu.Unlock()
-	if ovf {
-		n.tell(readerErr{err: fmt.Errorf("more than %d events arrived during one listing", maxJournal)})
-	}
 }
 
 // publish makes the frame of now.
@@ -736,7 +715,7 @@ func (n *nsWatch) publish(now time.Time) {
 	case n.listErr != nil:
 		f.Err = listError(n.listErr)
 	}
-	if n.tab != nil {
+	if !n.listedAt.IsZero() { // the counts of a first listing under way are not whole
 		b := n.tab.rows(n.opt.TopK)
 		f.ByState = n.delta("state", b.byState)
 		f.ByProto = n.delta("proto", b.byProto)
@@ -803,7 +782,7 @@ func (n *nsWatch) snapshotStats() nsStats {
 func (n *nsWatch) tableRows(k int) (breakdown, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.tab == nil {
+	if n.listedAt.IsZero() {
 		return breakdown{}, false
 	}
 	return n.tab.rows(k), true

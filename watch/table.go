@@ -104,22 +104,26 @@ func (c *counter[K]) dec(id uint32) {
 // distinct is the number of keys counted now.
 func (c *counter[K]) distinct() int { return len(c.ids) }
 
-// top returns the k largest counts, largest first (ties in key order),
-// and a row "other" summing the rest when there are more keys.
-func (c *counter[K]) top(k int, order func(K, K) int, name func(K) string) []Row {
-	type cand struct {
-		key K
-		n   int64
-	}
-	less := func(x, y cand) int { return cmp.Or(cmp.Compare(y.n, x.n), order(x.key, y.key)) }
-	best := make([]cand, 0, min(k, c.distinct())+1)
-	var total int64
+// cand is a key and its count, a candidate for a top table.
+type cand[K any] struct {
+	key K
+	n   int64
+}
+
+// best returns the k largest counts, largest first (ties in key order),
+// and the sum of all counts.
+func (c *counter[K]) best(k int, order func(K, K) int) (best []cand[K], total int64) {
+	less := func(x, y cand[K]) int { return cmp.Or(cmp.Compare(y.n, x.n), order(x.key, y.key)) }
+	best = make([]cand[K], 0, min(k, c.distinct())+1)
 	for id, n := range c.n {
 		if n <= 0 {
 			continue
 		}
 		total += n
-		x := cand{c.keys[id], n}
+		if len(best) == k && n < best[k-1].n {
+			continue // the usual case, decided without the key
+		}
+		x := cand[K]{c.keys[id], n}
 		if len(best) == k && less(x, best[k-1]) >= 0 {
 			continue
 		}
@@ -129,16 +133,97 @@ func (c *counter[K]) top(k int, order func(K, K) int, name func(K) string) []Row
 			best = best[:k]
 		}
 	}
+	return best, total
+}
+
+// topRows names the k largest counts as rows, with a row "other"
+// summing the rest when there are more keys.
+func topRows[K any](best []cand[K], total int64, distinct int, name func(K) string) []Row {
 	rows := make([]Row, 0, len(best)+1)
 	var shown int64
 	for _, b := range best {
 		rows = append(rows, Row{Key: name(b.key), Entries: b.n})
 		shown += b.n
 	}
-	if c.distinct() > len(best) {
+	if distinct > len(best) {
 		rows = append(rows, Row{Key: OtherKey, Entries: total - shown})
 	}
 	return rows
+}
+
+// top returns the k largest counts as rows, and "other".
+func (c *counter[K]) top(k int, order func(K, K) int, name func(K) string) []Row {
+	best, total := c.best(k, order)
+	return topRows(best, total, c.distinct(), name)
+}
+
+// addrCounter counts entries by address: IPv4 addresses in a map of their
+// own with 4-byte keys (the common case, twice as fast), IPv6 ones (and
+// IPv4-mapped ones) by their 16 bytes. An id with v6Bit set is an IPv6
+// address's.
+type addrCounter struct {
+	v4 counter[uint32]
+	v6 counter[[16]byte]
+}
+
+const v6Bit = 1 << 31
+
+func newAddrCounter() addrCounter {
+	return addrCounter{v4: newCounter[uint32](), v6: newCounter[[16]byte]()}
+}
+
+func v4key(a addr) uint32 {
+	return uint32(a.b[12])<<24 | uint32(a.b[13])<<16 | uint32(a.b[14])<<8 | uint32(a.b[15])
+}
+
+func (c *addrCounter) inc(a addr) uint32 {
+	if a.v6 {
+		return c.v6.inc(a.b) | v6Bit
+	}
+	return c.v4.inc(v4key(a))
+}
+
+func (c *addrCounter) dec(id uint32) {
+	if id&v6Bit != 0 {
+		c.v6.dec(id &^ v6Bit)
+		return
+	}
+	c.v4.dec(id)
+}
+
+func (c *addrCounter) key(id uint32) addr {
+	if id&v6Bit != 0 {
+		return addr{b: c.v6.keys[id&^v6Bit], v6: true}
+	}
+	return addrFrom4(c.v4.keys[id])
+}
+
+func addrFrom4(k uint32) addr {
+	var a addr
+	a.b[10], a.b[11] = 0xff, 0xff
+	a.b[12], a.b[13], a.b[14], a.b[15] = byte(k>>24), byte(k>>16), byte(k>>8), byte(k)
+	return a
+}
+
+func (c *addrCounter) distinct() int { return c.v4.distinct() + c.v6.distinct() }
+
+// top returns the k largest counts of both families as rows (IPv4 first
+// among equals), and "other".
+func (c *addrCounter) top(k int) []Row {
+	b4, t4 := c.v4.best(k, cmp.Compare[uint32])
+	b6, t6 := c.v6.best(k, func(x, y [16]byte) int { return bytes.Compare(x[:], y[:]) })
+	all := make([]cand[addr], 0, len(b4)+len(b6))
+	for _, b := range b4 {
+		all = append(all, cand[addr]{addrFrom4(b.key), b.n})
+	}
+	for _, b := range b6 {
+		all = append(all, cand[addr]{addr{b: b.key, v6: true}, b.n})
+	}
+	slices.SortStableFunc(all, func(x, y cand[addr]) int { return cmp.Compare(y.n, x.n) })
+	if len(all) > k {
+		all = all[:k]
+	}
+	return topRows(all, t4+t6, c.distinct(), addr.String)
 }
 
 // OtherKey is the key of the row that sums a top table's remaining keys.
@@ -151,6 +236,9 @@ const noSvc = ^uint32(0)
 type rec struct {
 	src, dst, svc uint32 // ids in the table's counters
 	proto, state  uint8
+	// gen is the listing generation in which the entry was last listed
+	// or changed by an event.
+	gen uint8
 }
 
 // entry is what the table needs of a Flow.
@@ -173,63 +261,119 @@ func stateSlot(s uint8) int { return int(min(s, uint8(conntrack.TCPStateCount)))
 // table is a live picture of a conntrack table: every entry by its
 // conntrack ID, and the counts by TCP state, protocol, source,
 // destination and service kept with each change.
+//
+// A listing updates it in place: begin starts a generation, listed
+// marks each listed entry, events mark what they change, and sweep
+// removes what neither marked — entries that ended without an event.
 type table struct {
+	gen   uint8 // the current listing generation
 	flows map[uint32]rec
 	total int64
 	proto [256]int64
 	state [conntrack.TCPStateCount + 1]int64 // TCP entries; the last slot: unknown states
-	src   counter[addr]
-	dst   counter[addr]
+	src   addrCounter
+	dst   addrCounter
 	svc   counter[svcKey]
 }
 
 // newTable returns an empty table with room for about hint entries.
 func newTable(hint int) *table {
-	return &table{flows: make(map[uint32]rec, hint), src: newCounter[addr](), dst: newCounter[addr](), svc: newCounter[svcKey]()}
+	return &table{flows: make(map[uint32]rec, hint), src: newAddrCounter(), dst: newAddrCounter(), svc: newCounter[svcKey]()}
 }
 
 // put records entry id as e; for an entry known already only the state
 // changes, and only when known (an update without CTA_PROTOINFO says
 // nothing of it). It reports whether the entry is new to the table.
+// It marks the entry as changed in this generation.
 func (t *table) put(id uint32, e entry, hasState bool) bool {
 	if old, ok := t.flows[id]; ok {
-		if old.proto == e.proto && t.src.keys[old.src] == e.src && t.dst.keys[old.dst] == e.dst &&
-			(old.svc == noSvc || t.svc.keys[old.svc].port == e.port) {
+		if t.same(old, e) {
 			if hasState && old.state != e.state {
-				if old.proto == uint8(conntrack.TCP) {
-					t.state[stateSlot(old.state)]--
-					t.state[stateSlot(e.state)]++
-				}
-				old.state = e.state
-				t.flows[id] = old
+				t.setState(&old, e.state)
 			}
+			old.gen = t.gen
+			t.flows[id] = old
 			return false
 		}
 		// The same ID for another connection: its end was missed.
 		t.remove(id)
 	}
-	r := rec{proto: e.proto, state: e.state, svc: noSvc}
+	t.flows[id] = t.count(e)
+	return true
+}
+
+// same reports whether a record is of the connection e describes.
+func (t *table) same(r rec, e entry) bool {
+	return r.proto == e.proto && t.src.key(r.src) == e.src && t.dst.key(r.dst) == e.dst &&
+		(r.svc == noSvc || t.svc.keys[r.svc].port == e.port)
+}
+
+func (t *table) setState(r *rec, st uint8) {
+	if r.proto == uint8(conntrack.TCP) {
+		t.state[stateSlot(r.state)]--
+		t.state[stateSlot(st)]++
+	}
+	r.state = st
+}
+
+// begin starts a listing: a new generation.
+func (t *table) begin() { t.gen++ }
+
+// listed records an entry of the listing under way, unless an event
+// changed it since the listing began (the event is as new as the
+// listing, or newer). It reports whether the entry was new to the table.
+func (t *table) listed(id uint32, e entry) bool {
+	old, ok := t.flows[id]
+	switch {
+	case ok && old.gen == t.gen:
+		return false
+	case ok && t.same(old, e):
+		if old.state != e.state {
+			t.setState(&old, e.state)
+		}
+		old.gen = t.gen
+		t.flows[id] = old
+		return false
+	case ok:
+		t.remove(id)
+	}
+	t.flows[id] = t.count(e)
+	return true
+}
+
+// sweep ends a listing: the entries neither listed nor changed by an
+// event since it began are gone. It returns how many.
+func (t *table) sweep() int {
+	n := 0
+	for id, r := range t.flows {
+		if r.gen != t.gen {
+			delete(t.flows, id)
+			t.uncount(r)
+			n++
+		}
+	}
+	return n
+}
+
+// count adds an entry's counts and returns its record, marked in this
+// generation.
+func (t *table) count(e entry) rec {
+	r := rec{proto: e.proto, state: e.state, svc: noSvc, gen: t.gen}
 	r.src = t.src.inc(e.src)
 	r.dst = t.dst.inc(e.dst)
 	if e.ports {
 		r.svc = t.svc.inc(svcKey{a: e.dst, port: e.port, proto: e.proto})
 	}
-	t.flows[id] = r
 	t.total++
 	t.proto[e.proto]++
 	if e.proto == uint8(conntrack.TCP) {
 		t.state[stateSlot(e.state)]++
 	}
-	return true
+	return r
 }
 
-// remove forgets entry id; it reports whether the table had it.
-func (t *table) remove(id uint32) bool {
-	r, ok := t.flows[id]
-	if !ok {
-		return false
-	}
-	delete(t.flows, id)
+// uncount takes a record's counts back.
+func (t *table) uncount(r rec) {
 	t.total--
 	t.proto[r.proto]--
 	if r.proto == uint8(conntrack.TCP) {
@@ -240,6 +384,16 @@ func (t *table) remove(id uint32) bool {
 	if r.svc != noSvc {
 		t.svc.dec(r.svc)
 	}
+}
+
+// remove forgets entry id; it reports whether the table had it.
+func (t *table) remove(id uint32) bool {
+	r, ok := t.flows[id]
+	if !ok {
+		return false
+	}
+	delete(t.flows, id)
+	t.uncount(r)
 	return true
 }
 
@@ -276,8 +430,8 @@ func (t *table) rows(k int) breakdown {
 	}
 	sortRows(b.byState)
 	sortRows(b.byProto)
-	b.sources = t.src.top(k, cmpAddr, addr.String)
-	b.dests = t.dst.top(k, cmpAddr, addr.String)
+	b.sources = t.src.top(k)
+	b.dests = t.dst.top(k)
 	b.service = t.svc.top(k, cmpSvc, svcKey.String)
 	return b
 }

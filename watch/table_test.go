@@ -74,12 +74,47 @@ func TestTableCounts(t *testing.T) {
 	if got := rowsString(b.byState) + "|" + rowsString(b.sources) + "|" + rowsString(b.service); got != "SYN_SENT=1|10.0.0.9=1|10.0.1.2:443/tcp=1" || b.total != 1 {
 		t.Errorf("after removals: %s (total %d)", got, b.total)
 	}
-	if tab.src.distinct() != 1 || len(tab.src.free) == 0 {
-		t.Errorf("freed source ids not kept for reuse: %d distinct, %d free", tab.src.distinct(), len(tab.src.free))
+	if tab.src.distinct() != 1 || len(tab.src.v4.free) == 0 {
+		t.Errorf("freed source ids not kept for reuse: %d distinct, %d free", tab.src.distinct(), len(tab.src.v4.free))
 	}
 	tab.remove(3)
 	if tab.total != 0 || len(tab.flows) != 0 || tab.src.distinct()+tab.dst.distinct()+tab.svc.distinct() != 0 {
 		t.Errorf("empty table keeps %d entries, %d keys", tab.total, tab.src.distinct()+tab.dst.distinct()+tab.svc.distinct())
+	}
+}
+
+// A listing updates the table in place: a listed entry takes the
+// listing's state unless an event changed it since the listing began (the
+// event is newer), an entry listed twice counts once, and what was
+// neither listed nor changed is swept away.
+func TestTableListing(t *testing.T) {
+	tab := newTable(0)
+	tab.put(1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPSynSent), true)
+	tab.put(2, tcpEntry("10.0.0.2", "10.0.1.1", 80, conntrack.TCPEstablished), true)
+	tab.put(3, tcpEntry("10.0.0.3", "10.0.1.1", 80, conntrack.TCPEstablished), true)
+	tab.begin()
+	tab.put(1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPEstablished), true) // an event during the listing
+	fresh := 0
+	for _, l := range []struct {
+		id uint32
+		e  entry
+	}{
+		{1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPSynSent)}, // listed before the event: older
+		{2, tcpEntry("10.0.0.2", "10.0.1.1", 80, conntrack.TCPTimeWait)},
+		{4, tcpEntry("10.0.0.4", "10.0.1.1", 443, conntrack.TCPSynSent)},
+		{4, tcpEntry("10.0.0.4", "10.0.1.1", 443, conntrack.TCPSynSent)}, // listed twice (a resize)
+	} {
+		if tab.listed(l.id, l.e) {
+			fresh++
+		}
+	}
+	if n := tab.sweep(); n != 1 || fresh != 1 {
+		t.Errorf("swept %d, new %d; want entry 3 swept, entry 4 new", n, fresh)
+	}
+	b := tab.rows(10)
+	if got := rowsString(b.byState) + "|" + rowsString(b.sources) + "|" + rowsString(b.service); got !=
+		"ESTABLISHED=1 SYN_SENT=1 TIME_WAIT=1|10.0.0.1=1 10.0.0.2=1 10.0.0.4=1|10.0.1.1:80/tcp=2 10.0.1.1:443/tcp=1" || b.total != 3 {
+		t.Errorf("%s (total %d)", got, b.total)
 	}
 }
 
@@ -191,13 +226,14 @@ func TestOptions(t *testing.T) {
 	}
 }
 
-// Events received while a listing runs are applied to the table in use
-// and replayed onto the listed one; an update after a destroy does not
-// bring the entry back; Delta is the change since the previous frame.
-func TestJournalAndDelta(t *testing.T) {
+// Events that arrive while a listing runs win over it: an entry ended
+// by an event after the listing saw it stays gone, one changed keeps the
+// event's state, one created is kept though the listing missed it; an
+// update after a destroy does not bring the entry back; Delta is the
+// change since the previous frame.
+func TestListingWithEvents(t *testing.T) {
 	o, _ := Options{}.withDefaults()
-	n := &nsWatch{opt: o, prevRows: map[string]map[string]int64{}, ctx: t.Context()}
-	n.tab = newTable(0)
+	n := &nsWatch{opt: o, prevRows: map[string]map[string]int64{}, ctx: t.Context(), tab: newTable(0)}
 	ev := func(typ ctnetlink.EventType, id uint32, src string, st conntrack.TCPState) *ctnetlink.Event {
 		e := &ctnetlink.Event{Type: typ, HasState: typ != ctnetlink.EventDestroy}
 		e.Flow = conntrack.Flow{ID: id, Family: conntrack.IPv4, Proto: conntrack.TCP, State: uint8(st),
@@ -205,30 +241,36 @@ func TestJournalAndDelta(t *testing.T) {
 		return e
 	}
 	n.apply(ev(ctnetlink.EventNew, 1, "10.0.0.1", conntrack.TCPSynSent))
+	n.apply(ev(ctnetlink.EventNew, 2, "10.0.0.2", conntrack.TCPEstablished))
+	n.finish(time.Now(), time.Time{}, 0, nil) // as if listed: the frames show the table from now on
 	n.publish(time.Now())
+	// A listing sees entries 1 (SYN_SENT) and 2 (ESTABLISHED) while 1
+	// goes ESTABLISHED, 2 ends (and a late update of it comes), and 3
+	// comes after the listing passed its place.
 	n.listing = true
-	// The listing saw entries 1 (SYN_SENT) and 2 (ESTABLISHED); meanwhile
-	// 1 went ESTABLISHED, 2 was destroyed (and a late update of it came),
-	// and 3 came.
-	listed := newTable(0)
-	listed.put(1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPSynSent), true)
-	listed.put(2, tcpEntry("10.0.0.2", "10.0.1.1", 80, conntrack.TCPEstablished), true)
+	n.tab.begin()
+	n.listedEntry(2, tcpEntry("10.0.0.2", "10.0.1.1", 80, conntrack.TCPEstablished))
 	n.apply(ev(ctnetlink.EventUpdate, 1, "10.0.0.1", conntrack.TCPEstablished))
 	n.apply(ev(ctnetlink.EventDestroy, 2, "10.0.0.2", 0))
 	n.apply(ev(ctnetlink.EventUpdate, 2, "10.0.0.2", conntrack.TCPTimeWait))
 	n.apply(ev(ctnetlink.EventNew, 3, "10.0.0.3", conntrack.TCPSynSent))
-	n.finish(time.Now(), time.Time{}, listed, nil)
+	n.listedEntry(1, tcpEntry("10.0.0.1", "10.0.1.1", 80, conntrack.TCPSynSent))
+	n.listedEntry(2, tcpEntry("10.0.0.2", "10.0.1.1", 80, conntrack.TCPEstablished)) // read before its end, handled after
+	n.finish(time.Now(), time.Time{}, 0, nil)
 	n.publish(time.Now())
 	f := n.frame
 	if got := rowsString(f.ByState) + "|" + rowsString(f.TopSources); got != "ESTABLISHED=1 SYN_SENT=1|10.0.0.1=1 10.0.0.3=1" {
 		t.Errorf("after the listing: %s", got)
 	}
-	want := []Row{{Key: "ESTABLISHED", Entries: 1, Delta: 1}, {Key: "SYN_SENT", Entries: 1, Delta: 0}}
+	want := []Row{{Key: "ESTABLISHED", Entries: 1, Delta: 0}, {Key: "SYN_SENT", Entries: 1, Delta: 0}}
 	if !reflect.DeepEqual(f.ByState, want) {
 		t.Errorf("deltas %+v, want %+v", f.ByState, want)
 	}
-	if st := n.stats; st.listings != 1 || st.journaled != 3 || st.events != 4 {
-		t.Errorf("stats %+v: want 1 listing, 3 events replayed, 4 applied (the late update ignored)", st)
+	if got := rowsString(f.TopSources[1:]); f.TopSources[1].Delta != 1 || got != "10.0.0.3=1" {
+		t.Errorf("sources %+v", f.TopSources)
+	}
+	if st := n.stats; st.listings != 2 || st.events != 5 || st.swept != 0 {
+		t.Errorf("stats %+v: want 2 listings, 5 events applied (the late update ignored), none swept", st)
 	}
 }
 

@@ -34,9 +34,9 @@ const DefaultEventBuffer = 8 << 20
 // few hundred bytes.
 const eventBufSize = 64 << 10
 
-// maxBatch bounds the events one Read delivers, so the caller regains
-// control under a steady stream.
-const maxBatch = 4096
+// MaxBatch bounds the events one [Events.Read] delivers, so the caller
+// regains control under a steady stream.
+const MaxBatch = 4096
 
 // ErrEventsLost is wrapped by the error [Events.Read] returns when the
 // kernel dropped events because the socket's receive buffer was full
@@ -234,7 +234,7 @@ func (e *Events) Read(fn func(*Event)) (int, error) {
 	var rerr error
 	var sa unix.RawSockaddrNetlink
 	err := e.rc.Read(func(fd uintptr) bool {
-		for n < maxBatch {
+		for n < MaxBatch {
 			salen := uint32(unix.SizeofSockaddrNetlink)
 			m, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd,
 				uintptr(unsafe.Pointer(&e.buf[0])), uintptr(len(e.buf)), unix.MSG_DONTWAIT|unix.MSG_TRUNC,
