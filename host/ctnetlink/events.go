@@ -3,9 +3,8 @@ package ctnetlink
 import (
 	"errors"
 	"fmt"
-	"os"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -30,9 +29,15 @@ const (
 // backlog before the kernel drops some.
 const DefaultEventBuffer = 8 << 20
 
-// eventBufSize is the receive buffer of one read; an event message is a
-// few hundred bytes.
-const eventBufSize = 64 << 10
+// Receiving: up to eventVec datagrams per recvmmsg(2), each in a buffer
+// of eventBufSize bytes; an event message is a few hundred bytes (its
+// size is bounded by the attributes ctnetlink puts in it, well under 4
+// KiB). One system call for many events: most of an event's cost was
+// its own call.
+const (
+	eventVec     = 64
+	eventBufSize = 4 << 10
+)
 
 // MaxBatch bounds the events one [Events.Read] delivers, so the caller
 // regains control under a steady stream.
@@ -102,17 +107,31 @@ type EventOptions struct {
 // Events is a NETLINK_NETFILTER socket subscribed to the conntrack event
 // groups of one network namespace. Read may be called from one goroutine
 // at a time; Close may be called from any goroutine and ends a Read that
-// waits.
+// waits (within eventWait).
+//
+// The socket is a blocking one read on the caller's goroutine, not one
+// parked in the runtime's poller: the poller would wake at every event
+// that arrives, where a reader that takes its events in batches (see
+// Read) lets them queue in the socket unseen.
 type Events struct {
-	f   *os.File
-	rc  syscall.RawConn
-	buf []byte
-	dec decoder
-	ev  Event
-	// closed is set by Close before it closes the file: the poller's
-	// error for a closed file is not os.ErrClosed.
-	closed atomic.Bool
+	fd    int
+	mu    sync.Mutex   // held by Read; Close takes it to close fd
+	fdMu  sync.RWMutex // held by ReadBuffer; Close takes it to close fd
+	bufs  []byte     // eventVec buffers of eventBufSize
+	msgs  [eventVec]mmsghdr
+	iovs  [eventVec]unix.Iovec
+	names [eventVec]unix.RawSockaddrNetlink
+	dec   decoder
+	ev    Event
+	// noMmsg is set when the kernel has no recvmmsg: one recvfrom each.
+	noMmsg   bool
+	closed   atomic.Bool
+	deadline atomic.Int64 // UnixNano of the read deadline, 0 for none
 }
+
+// eventWait is how long one blocking receive waits before Read looks at
+// Close and the deadline again.
+const eventWait = 100 * time.Millisecond
 
 // OpenEvents subscribes to conntrack events in the network namespace at
 // nsPath ("" = the caller's). Only events after the subscription are
@@ -153,20 +172,27 @@ func OpenEvents(nsPath string, opt EventOptions) (*Events, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	// A non-blocking descriptor makes a pollable File: Read parks in the
-	// runtime's poller, and Close wakes it.
-	f := os.NewFile(uintptr(fd), "ctnetlink-events")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("ctnetlink: events: %w", err)
+	e := &Events{fd: fd, bufs: make([]byte, eventVec*eventBufSize)}
+	for i := range e.msgs {
+		e.iovs[i].Base = &e.bufs[i*eventBufSize]
+		e.iovs[i].SetLen(eventBufSize)
+		e.msgs[i].hdr.Iov = &e.iovs[i]
+		e.msgs[i].hdr.SetIovlen(1)
+		e.msgs[i].hdr.Name = (*byte)(unsafe.Pointer(&e.names[i]))
 	}
-	return &Events{f: f, rc: rc, buf: make([]byte, eventBufSize)}, nil
+	return e, nil
+}
+
+// mmsghdr is struct mmsghdr of recvmmsg(2).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
 }
 
 func setupEvents(fd int, groups uint32, rcvbuf int) error {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return fmt.Errorf("ctnetlink: events: set non-blocking: %w", err)
+	tv := unix.NsecToTimeval(eventWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("ctnetlink: events: set SO_RCVTIMEO: %w", err)
 	}
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
@@ -183,39 +209,44 @@ func setupEvents(fd int, groups uint32, rcvbuf int) error {
 // ReadBuffer returns the socket's receive buffer as the kernel sized it
 // (twice what was asked, for its bookkeeping).
 func (e *Events) ReadBuffer() (int, error) {
-	var n int
-	var serr error
-	err := e.rc.Control(func(fd uintptr) {
-		n, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("ctnetlink: events: %w", err)
+	e.fdMu.RLock()
+	defer e.fdMu.RUnlock()
+	if e.fd < 0 {
+		return 0, ErrClosed
 	}
-	if serr != nil {
-		return 0, fmt.Errorf("ctnetlink: events: get SO_RCVBUF: %w", serr)
+	n, err := unix.GetsockoptInt(e.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return 0, fmt.Errorf("ctnetlink: events: get SO_RCVBUF: %w", err)
 	}
 	return n, nil
 }
 
 // SetReadDeadline makes a Read that waits past t return an error wrapping
-// [ErrTimeout] (the zero time: wait forever, the default).
+// [ErrTimeout] (the zero time: wait forever, the default). The deadline
+// is kept to within eventWait.
 func (e *Events) SetReadDeadline(t time.Time) error {
-	if err := e.f.SetReadDeadline(t); err != nil {
-		return fmt.Errorf("ctnetlink: events: %w", err)
+	if t.IsZero() {
+		e.deadline.Store(0)
+	} else {
+		e.deadline.Store(t.UnixNano())
 	}
 	return nil
 }
 
 // Close unsubscribes and closes the socket; a Read waiting returns
-// ErrClosed.
+// ErrClosed (Close waits for it, at most eventWait).
 func (e *Events) Close() error {
-	e.closed.Store(true)
-	if err := e.f.Close(); err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return ErrClosed
-		}
+	if e.closed.Swap(true) {
+		return ErrClosed
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fdMu.Lock()
+	defer e.fdMu.Unlock()
+	if err := unix.Close(e.fd); err != nil {
 		return fmt.Errorf("ctnetlink: events: close: %w", err)
 	}
+	e.fd = -1
 	return nil
 }
 
@@ -230,54 +261,85 @@ func (e *Events) Close() error {
 // malformed message ends the batch with an error; the events after it
 // are read by the next Read. After Close, Read returns [ErrClosed].
 func (e *Events) Read(fn func(*Event)) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	n := 0
-	var rerr error
-	var sa unix.RawSockaddrNetlink
-	err := e.rc.Read(func(fd uintptr) bool {
-		for n < MaxBatch {
-			salen := uint32(unix.SizeofSockaddrNetlink)
-			m, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd,
-				uintptr(unsafe.Pointer(&e.buf[0])), uintptr(len(e.buf)), unix.MSG_DONTWAIT|unix.MSG_TRUNC,
-				uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&salen)))
-			switch errno {
-			case 0:
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return n > 0 // nothing delivered yet: wait for the poller
-			case unix.ENOBUFS:
-				rerr = fmt.Errorf("ctnetlink: events: %w: %w", ErrEventsLost, errno)
-				return true
-			default:
-				rerr = errnoError("receive events", errno)
-				return true
+	wait := true // until the first datagram
+	for n < MaxBatch {
+		if e.closed.Load() {
+			return n, ErrClosed
+		}
+		if d := e.deadline.Load(); wait && d != 0 && time.Now().UnixNano() >= d {
+			return n, fmt.Errorf("ctnetlink: events: %w", ErrTimeout)
+		}
+		m, errno := e.receive(wait)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if wait {
+				continue // eventWait passed: look at Close and the deadline
 			}
-			if int(m) > len(e.buf) {
-				rerr = fmt.Errorf("ctnetlink: events: a %d-byte message did not fit the %d-byte buffer", m, len(e.buf))
-				return true
+			return n, nil // the queue is empty: the batch is done
+		case unix.ENOBUFS:
+			return n, fmt.Errorf("ctnetlink: events: %w: %w", ErrEventsLost, errno)
+		default:
+			return n, errnoError("receive events", errno)
+		}
+		wait = false
+		for i := range m {
+			mm, sa := &e.msgs[i], &e.names[i]
+			if mm.hdr.Flags&unix.MSG_TRUNC != 0 || mm.len > eventBufSize {
+				return n, fmt.Errorf("ctnetlink: events: a %d-byte message did not fit the %d-byte buffer", mm.len, eventBufSize)
 			}
 			if sa.Family != unix.AF_NETLINK || sa.Pid != 0 {
 				continue // not from the kernel
 			}
-			k, err := decodeEvents(e.buf[:m], &e.dec, &e.ev, fn)
+			b := e.bufs[i*eventBufSize : i*eventBufSize+int(mm.len)]
+			k, err := decodeEvents(b, &e.dec, &e.ev, fn)
 			n += k
 			if err != nil {
-				rerr = err
-				return true
+				return n, err
 			}
 		}
-		return true
-	})
-	if err != nil {
-		switch {
-		case e.closed.Load() || errors.Is(err, os.ErrClosed):
-			return n, ErrClosed
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return n, fmt.Errorf("ctnetlink: events: %w", ErrTimeout)
-		}
-		return n, fmt.Errorf("ctnetlink: events: %w", err)
 	}
-	return n, rerr
+	return n, nil
+}
+
+// receive reads up to eventVec datagrams into e.msgs (with recvmmsg, or
+// one with recvfrom where the kernel lacks it) and returns how many; with
+// wait it blocks (up to eventWait) until the first arrives.
+func (e *Events) receive(wait bool) (int, unix.Errno) {
+	fd := uintptr(e.fd)
+	vlen := eventVec
+	if e.noMmsg {
+		vlen = 1
+	}
+	flags := uintptr(unix.MSG_TRUNC | unix.MSG_DONTWAIT)
+	if wait {
+		flags = unix.MSG_TRUNC | unix.MSG_WAITFORONE
+	}
+	for i := range vlen {
+		e.msgs[i].hdr.Namelen = unix.SizeofSockaddrNetlink
+		e.msgs[i].hdr.Flags = 0
+		e.msgs[i].len = 0
+	}
+	if !e.noMmsg {
+		m, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&e.msgs[0])), uintptr(vlen), flags, 0, 0)
+		if errno != unix.ENOSYS {
+			return int(m), errno
+		}
+		e.noMmsg = true
+	}
+	salen := uint32(unix.SizeofSockaddrNetlink)
+	m, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&e.bufs[0])), eventBufSize,
+		flags&^unix.MSG_WAITFORONE, uintptr(unsafe.Pointer(&e.names[0])), uintptr(unsafe.Pointer(&salen)))
+	if errno != 0 {
+		return 0, errno
+	}
+	e.msgs[0].len = uint32(m)
+	return 1, 0
 }
 
 // decodeEvents decodes the event messages of one datagram into ev and

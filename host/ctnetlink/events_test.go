@@ -399,3 +399,24 @@ func TestEventsPermissionHelper(t *testing.T) {
 	}
 	t.Logf("OpenEvents: %v", err)
 }
+
+// Where the kernel has no recvmmsg, events come one recvfrom each.
+func TestEventsWithoutRecvmmsg(t *testing.T) {
+	ns := newNS(t)
+	e, err := OpenEvents(ns.Path(), EventOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.noMmsg = true
+	for i := range 3 {
+		ns.Run("conntrack", "-I", "-p", "udp", "-s", "10.9.0.1", "-d", "10.9.0.2", "--sport", strconv.Itoa(1000+i), "--dport", "53", "-t", "60")
+	}
+	var got []seenEvent
+	readUntil(t, e, &got, func() bool { return len(got) >= 3 })
+	for i, g := range got {
+		if g.typ != EventNew || !strings.Contains(g.line, "sport="+strconv.Itoa(1000+i)) {
+			t.Errorf("event %d: %+v", i, g)
+		}
+	}
+}
