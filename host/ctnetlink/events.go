@@ -117,7 +117,7 @@ type Events struct {
 	fd    int
 	mu    sync.Mutex   // held by Read; Close takes it to close fd
 	fdMu  sync.RWMutex // held by ReadBuffer; Close takes it to close fd
-	bufs  []byte     // eventVec buffers of eventBufSize
+	bufs  []byte       // eventVec buffers of eventBufSize
 	msgs  [eventVec]mmsghdr
 	iovs  [eventVec]unix.Iovec
 	names [eventVec]unix.RawSockaddrNetlink
