@@ -8,6 +8,9 @@
 // batch is decoded on the caller's, so decoding hides behind the kernel's
 // own work. [Conn.Stats] returns the per-CPU counters `conntrack -S` shows
 // and [Conn.Count] the entry count and global limit (`conntrack -C`).
+// [OpenEvents] subscribes to the conntrack events (new, update, destroy:
+// `conntrack -E`), read in batches by [Events.Read], which reports events
+// the kernel dropped as [ErrEventsLost].
 //
 // A Conn is bound to the network namespace it was opened in. [Open] with a
 // namespace path creates the socket on a dedicated, locked OS thread that
