@@ -258,8 +258,9 @@ func (e *Events) Close() error {
 // When the kernel dropped events (the receive buffer was full) Read
 // delivers those queued before the loss and returns an error wrapping
 // [ErrEventsLost]; later Reads go on with the events after it. A
-// malformed message ends the batch with an error; the events after it
-// are read by the next Read. After Close, Read returns [ErrClosed].
+// malformed message ends the batch with an error, after the events of
+// the other messages received with it; within its own datagram, the
+// events after it are lost. After Close, Read returns [ErrClosed].
 func (e *Events) Read(fn func(*Event)) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -288,10 +289,16 @@ func (e *Events) Read(fn func(*Event)) (int, error) {
 			return n, errnoError("receive events", errno)
 		}
 		wait = false
+		// The datagrams received are all decoded; the first that could
+		// not be ends the batch, with its error.
+		var first error
 		for i := range m {
 			mm, sa := &e.msgs[i], &e.names[i]
 			if mm.hdr.Flags&unix.MSG_TRUNC != 0 || mm.len > eventBufSize {
-				return n, fmt.Errorf("ctnetlink: events: a %d-byte message did not fit the %d-byte buffer", mm.len, eventBufSize)
+				if first == nil {
+					first = fmt.Errorf("ctnetlink: events: a %d-byte message did not fit the %d-byte buffer", mm.len, eventBufSize)
+				}
+				continue
 			}
 			if sa.Family != unix.AF_NETLINK || sa.Pid != 0 {
 				continue // not from the kernel
@@ -299,9 +306,12 @@ func (e *Events) Read(fn func(*Event)) (int, error) {
 			b := e.bufs[i*eventBufSize : i*eventBufSize+int(mm.len)]
 			k, err := decodeEvents(b, &e.dec, &e.ev, fn)
 			n += k
-			if err != nil {
-				return n, err
+			if err != nil && first == nil {
+				first = err
 			}
+		}
+		if first != nil {
+			return n, first
 		}
 	}
 	return n, nil
