@@ -54,6 +54,12 @@ func Plan(ctx context.Context, in Input, res *Result, opt PlanOptions) (*tune.Pl
 	case "Snapshot":
 		// The archive holds no /etc: plan as for a host with no files there.
 		t.Root = "/nonexistent"
+		// A snapshot of a namespace (ctdoctor snapshot --netns NAME) is
+		// planned for that namespace, reached by the name it had; an
+		// archive that does not say which namespace it holds, as the host's.
+		if n := snap.NetNS; n.Name != "" && !n.Init {
+			t.NetNS, t.Init = n.Name, false
+		}
 		t.Module = tune.ModuleState{Name: moduleName(snap), Loaded: true}
 	default: // a listing, a simulated host: nothing but the table is known
 		dir, err := os.MkdirTemp("", "ctdoctor-plan-")

@@ -55,7 +55,9 @@ func (g *gzipResponse) WriteHeader(code int) {
 		h := g.Header()
 		h.Del("Content-Length")
 		h.Set("Content-Encoding", "gzip")
-		h.Add("Vary", "Accept-Encoding")
+		if !strings.Contains(strings.ToLower(strings.Join(h.Values("Vary"), ",")), "accept-encoding") {
+			h.Add("Vary", "Accept-Encoding") // (promhttp may have said so already)
+		}
 		g.wrote = true
 	}
 	g.ResponseWriter.WriteHeader(code)

@@ -65,6 +65,9 @@ func TestMetricsGzip(t *testing.T) {
 	if ce := z.Header().Get("Content-Encoding"); ce != "gzip" {
 		t.Fatalf("gzip request answered with Content-Encoding %q", ce)
 	}
+	if v := z.Header().Values("Vary"); strings.Count(strings.ToLower(strings.Join(v, ",")), "accept-encoding") != 1 {
+		t.Errorf("Vary: %q, want Accept-Encoding once", v)
+	}
 	if cl := z.Header().Get("Content-Length"); cl != "" {
 		t.Errorf("gzip answer carries the uncompressed Content-Length %s", cl)
 	}

@@ -108,6 +108,31 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if offline.Breakdown.Total != 3000 {
 		t.Fatalf("snapshot holds %d entries, want 3000", offline.Breakdown.Total)
 	}
+	// The snapshot of a namespace is planned for that namespace: its
+	// sysctl commands are the live report's, prefixed to run in it.
+	sysctls := func(r *analyze.Report) []string {
+		var out []string
+		for _, f := range r.Findings {
+			for _, l := range f.Fixes {
+				if strings.Contains(l, "sysctl") && !strings.HasPrefix(l, "#") {
+					out = append(out, f.ID+": "+l)
+				}
+			}
+		}
+		return out
+	}
+	ls, ss := sysctls(live), sysctls(offline)
+	if len(ls) == 0 {
+		t.Fatal("the live report has no sysctl fix to compare: the table no longer triggers one")
+	}
+	if strings.Join(ls, "\n") != strings.Join(ss, "\n") {
+		t.Errorf("sysctl fixes differ:\nlive\n  %s\nsnapshot\n  %s", strings.Join(ls, "\n  "), strings.Join(ss, "\n  "))
+	}
+	for _, l := range ss {
+		if !strings.Contains(l, "ip netns exec "+ns.Name+" ") {
+			t.Errorf("snapshot fix without the namespace's prefix: %s", l)
+		}
+	}
 	a, b := comparable(t, live), comparable(t, offline)
 	sameKernelLog(t, a, b)
 	for k := range a {
