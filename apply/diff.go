@@ -79,33 +79,51 @@ func (x *checked) writeDiff(w io.Writer) {
 	if !x.todo {
 		mark = "   (already)"
 	}
+	width := render.Width(w)
+	line := func(text string) {
+		if 4+render.VisibleWidth(text) <= width {
+			fmt.Fprintln(w, "    "+text) // as is: the columns' spacing kept
+			return
+		}
+		for _, l := range render.Wrap(text, width, "    ", "      ") {
+			fmt.Fprintln(w, l)
+		}
+	}
 	switch a.Kind {
 	case tune.KindSysctl:
-		fmt.Fprintf(w, "    %s   %s → %s%s\n", sysctlName(a.Path), norm(x.cur), norm(a.Value), mark)
+		line(fmt.Sprintf("%s   %s → %s%s", sysctlName(a.Path), norm(x.cur), norm(a.Value), mark))
 	case tune.KindModuleParam:
-		fmt.Fprintf(w, "    %s   %s → %s%s\n", a.Path, norm(x.cur), norm(a.Value), mark)
+		line(fmt.Sprintf("%s   %s → %s%s", a.Path, norm(x.cur), norm(a.Value), mark))
 	case tune.KindFile:
 		cur := x.curFile
 		switch {
 		case !x.todo:
-			fmt.Fprintf(w, "    %s%s\n", a.Path, mark)
+			line(a.Path + mark)
 		case a.Remove:
-			fmt.Fprintf(w, "    %s   removed (%s)\n", a.Path, describeFile(cur))
+			line(fmt.Sprintf("%s   removed (%s)", a.Path, describeFile(cur)))
 			writeLineDiff(w, string(cur.Content), "")
 		case cur.Absent:
-			fmt.Fprintf(w, "    %s   new file, mode %04o\n", a.Path, fileMode(a))
+			line(fmt.Sprintf("%s   new file, mode %04o", a.Path, fileMode(a)))
 			writeLineDiff(w, "", a.Value)
 		default:
-			fmt.Fprintf(w, "    %s   changed (mode %04o and owner %d:%d kept)\n", a.Path, cur.Mode, cur.UID, cur.GID)
+			line(fmt.Sprintf("%s   changed (mode %04o and owner %d:%d kept)", a.Path, cur.Mode, cur.UID, cur.GID))
 			writeLineDiff(w, string(cur.Content), a.Value)
 		}
 	case tune.KindNft:
-		fmt.Fprintf(w, "    nft batch (all or nothing)%s:\n", mark)
+		line("nft batch (all or nothing)" + mark + ":")
 		for _, l := range strings.Split(strings.TrimRight(a.Script, "\n"), "\n") {
-			fmt.Fprintf(w, "      + %s\n", l)
+			for i, part := range nftLines(l, width-8) {
+				if i == 0 {
+					fmt.Fprintln(w, "      + "+part)
+				} else {
+					fmt.Fprintln(w, "        "+part)
+				}
+			}
 		}
 	case tune.KindIptables:
-		fmt.Fprintf(w, "    + %s%s\n", strings.Join(a.Argv, " "), mark)
+		for _, l := range render.Command(strings.Join(a.Argv, " ")+mark, width, "    + ", 8) {
+			fmt.Fprintln(w, l)
+		}
 	}
 }
 
@@ -190,8 +208,13 @@ func plural(n int, one, many string) string {
 // WriteOperations prints exactly what Apply will do, in order: the file
 // written or the command run, and in which namespace.
 func (c *Checked) WriteOperations(w io.Writer) {
-	fmt.Fprintln(w, "What apply runs, in order (each read back and verified; on a failure the")
-	fmt.Fprintln(w, "done ones are undone in reverse), after writing a journal under the state directory:")
+	width := render.Width(w)
+	para := func(first, rest, text string) {
+		for _, l := range render.Wrap(text, width, first, rest) {
+			fmt.Fprintln(w, l)
+		}
+	}
+	para("", "", "What apply runs, in order (each read back and verified; on a failure the done ones are undone in reverse), after writing a journal under the state directory:")
 	n := 0
 	for _, x := range c.actions {
 		if !x.todo {
@@ -207,31 +230,80 @@ func (c *Checked) WriteOperations(w io.Writer) {
 		default:
 			in = "in " + c.t.name + ": "
 		}
-		fmt.Fprintf(w, "  %d. %s", n, in)
+		first := fmt.Sprintf("  %d. ", n)
+		rest := strings.Repeat(" ", len(first))
 		switch a.Kind {
 		case tune.KindSysctl, tune.KindModuleParam:
-			fmt.Fprintf(w, "write %q to %s, read it back\n", a.Value+"\n", x.file)
+			para(first, rest, fmt.Sprintf("%swrite %q to %s, read it back", in, a.Value+"\n", x.file))
 		case tune.KindFile:
 			switch {
 			case a.Remove:
-				fmt.Fprintf(w, "remove %s (its content is kept in the journal)\n", x.file)
+				para(first, rest, fmt.Sprintf("%sremove %s (its content is kept in the journal)", in, x.file))
 			case x.curFile.Absent:
-				fmt.Fprintf(w, "create %s, mode %04o, via a temporary file in its directory: write, fsync, rename, fsync the directory\n", x.file, fileMode(a))
+				para(first, rest, fmt.Sprintf("%screate %s, mode %04o, via a temporary file in its directory: write, fsync, rename, fsync the directory", in, x.file, fileMode(a)))
 			default:
-				fmt.Fprintf(w, "replace %s (mode %04o, owner %d:%d kept) via a temporary file: write, fsync, rename, fsync the directory\n",
-					x.file, x.curFile.Mode, x.curFile.UID, x.curFile.GID)
+				para(first, rest, fmt.Sprintf("%sreplace %s (mode %04o, owner %d:%d kept) via a temporary file: write, fsync, rename, fsync the directory",
+					in, x.file, x.curFile.Mode, x.curFile.UID, x.curFile.GID))
 			}
 		case tune.KindNft:
-			fmt.Fprintln(w, "nft --echo --handle -f - <<'EOF'   (its output records the handles undo deletes)")
+			para(first, rest, in+"nft --echo --handle -f - with this batch (its output records the handles undo deletes):")
 			for _, l := range strings.Split(strings.TrimRight(a.Script, "\n"), "\n") {
-				fmt.Fprintf(w, "       %s\n", l)
+				for _, part := range nftLines(l, width-len(rest)-2) {
+					fmt.Fprintln(w, rest+"  "+part)
+				}
 			}
-			fmt.Fprintln(w, "     EOF")
 		case tune.KindIptables:
-			fmt.Fprintf(w, "%s   (undo: %s)\n", strings.Join(a.Argv, " "), strings.Join(a.UndoArgv, " "))
+			for _, l := range render.Command(strings.Join(a.Argv, " "), width, first+in, len(rest)+2) {
+				fmt.Fprintln(w, l)
+			}
+			for _, l := range render.Command(strings.Join(a.UndoArgv, " "), width, rest+"undo: ", len(rest)+2) {
+				fmt.Fprintln(w, l)
+			}
 		}
 	}
 	fmt.Fprintln(w, "Nothing was changed (--dry-run).")
+}
+
+// nftLines breaks one line of an nft batch for a width of room columns
+// at the blanks outside double quotes, every part but the last ending in
+// " \\" (nft reads a backslash at the end of a line as a blank), the
+// continuations indented by four; a line that fits, or has no blank to
+// break at, stays whole.
+func nftLines(line string, room int) []string {
+	if render.VisibleWidth(line) <= room {
+		return []string{line}
+	}
+	var words []string
+	start, quoted := 0, false
+	for i, r := range line {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case r == ' ' && !quoted:
+			if i > start {
+				words = append(words, line[start:i])
+			}
+			start = i + 1
+		}
+	}
+	if start < len(line) {
+		words = append(words, line[start:])
+	}
+	var out []string
+	cur, limit := "", room-2
+	for _, wd := range words {
+		if cur != "" && render.VisibleWidth(cur)+1+render.VisibleWidth(wd) > limit {
+			out = append(out, cur+" \\")
+			cur, limit = "    "+wd, room-2
+			continue
+		}
+		if cur == "" {
+			cur = wd
+		} else {
+			cur += " " + wd
+		}
+	}
+	return append(out, cur)
 }
 
 // label names an action for progress lines.
