@@ -66,7 +66,16 @@ func verdict(r *Report) Verdict {
 	}
 	if n := r.Log.OtherNetNSEvents; n > 0 {
 		events := plural(n, "\"table full\" event", "\"table full\" events")
+		gone := 0
+		for _, c := range r.Log.NetNS {
+			if c.Gone {
+				gone += c.Count
+			}
+		}
 		switch {
+		case gone >= n:
+			v.Reason += fmt.Sprintf("; the kernel log holds %s of network namespaces that no longer exist", events)
+			return v
 		case r.Host.NetNSInode == 0:
 			v.Reason += fmt.Sprintf("; the kernel log holds %s naming a network namespace, and this one's number is unknown — run ctdoctor --all-netns on the host to check them", events)
 		case len(r.Namespaces) > 0:

@@ -31,6 +31,12 @@ func TestVerdictOtherNamespacesTableFull(t *testing.T) {
 				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Count: 1, Last: now.Add(-time.Minute)}}}
 			s.AllNetNS = []host.NetNSUsage{{NetNS: host.NetNS{Name: "demo", Inode: 4026532177}, Count: 10, Max: 262144}}
 		}, Healthy, 1, `; the kernel log holds 1 "table full" event of other network namespaces (see the namespaces below)`},
+		{"events only of namespaces that are gone", func(s *host.Snapshot) {
+			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 373, Last: now.Add(-time.Hour),
+				ByNetNS: []host.NetNSCount{{Inode: 4026532177, Count: 210, Last: now.Add(-2 * time.Hour), Gone: true, ReusedBy: "demo"},
+					{Inode: 4026532300, Count: 163, Last: now.Add(-time.Hour), Gone: true}}}
+			s.AllNetNS = []host.NetNSUsage{{NetNS: host.NetNS{Name: "demo", Inode: 4026532177}, Count: 10, Max: 262144}}
+		}, Healthy, 373, `; the kernel log holds 373 "table full" events of network namespaces that no longer exist`},
 		{"this namespace's own events are not other namespaces'", func(s *host.Snapshot) {
 			s.Log = host.LogSummary{Source: "/dev/kmsg", TableFullEvents: 3 + 5 + 2, Last: now.Add(-time.Minute),
 				ByNetNS: []host.NetNSCount{{Inode: 4026531840, Count: 3, Last: now.Add(-time.Minute)}, {Inode: 4026532177, Count: 5, Last: now.Add(-time.Minute)}}}
