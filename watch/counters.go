@@ -1,27 +1,11 @@
 package watch
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/ctdoctor/ctdoctor/conntrack"
 	"github.com/ctdoctor/ctdoctor/host"
-)
-
-// The files a refresh reads, in the namespace's view of /proc: the same
-// as the exporter's scrape (current names first, then the legacy
-// ip_conntrack ones).
-var (
-	countFiles   = []string{"/proc/sys/net/netfilter/nf_conntrack_count", "/proc/sys/net/ipv4/netfilter/ip_conntrack_count"}
-	maxFiles     = []string{"/proc/sys/net/netfilter/nf_conntrack_max", "/proc/sys/net/nf_conntrack_max", "/proc/sys/net/ipv4/ip_conntrack_max", "/proc/sys/net/ipv4/netfilter/ip_conntrack_max"}
-	bucketsFiles = []string{"/proc/sys/net/netfilter/nf_conntrack_buckets", "/proc/sys/net/ipv4/netfilter/ip_conntrack_buckets"}
-	eventsFiles  = []string{"/proc/sys/net/netfilter/nf_conntrack_events"}
-	statFiles    = []string{"/proc/thread-self/net/stat/nf_conntrack", "/proc/thread-self/net/stat/ip_conntrack"}
 )
 
 // counters is one refresh's cheap read of a namespace: a handful of
@@ -36,75 +20,26 @@ type counters struct {
 	statsErr error
 }
 
-// readCounters reads the namespace at path ("" = the caller's): the
-// sysctls and the per-CPU counters of /proc/net/stat/nf_conntrack on a
-// thread inside it, the counters over ctnetlink (netlinkStats) where
-// that file does not exist (kernels built without
-// CONFIG_NF_CONNTRACK_PROCFS). The error is for a namespace that cannot
-// be entered; it wraps host.ErrEnterNetNS then.
+// readCounters reads the namespace at path ("" = the caller's) with
+// host.ReadTableCounters: the sysctls and the per-CPU counters of
+// /proc/net/stat/nf_conntrack on a thread inside it, the counters over
+// ctnetlink (netlinkStats) where that file does not exist (kernels built
+// without CONFIG_NF_CONNTRACK_PROCFS). The error is for a namespace that
+// cannot be entered; it wraps host.ErrEnterNetNS then.
 func readCounters(path string, netlinkStats func() ([]conntrack.Stats, error)) (counters, error) {
-	c := counters{count: -1, max: -1, buckets: -1, events: -1}
-	var statData []byte
-	statMissing := true
-	err := host.InNetNS(path, func() error {
-		c.count = readFirstInt(countFiles)
-		c.max = readFirstInt(maxFiles)
-		c.buckets = readFirstInt(bucketsFiles)
-		c.events = readFirstInt(eventsFiles)
-		for _, p := range statFiles {
-			b, err := os.ReadFile(p)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			statMissing = false
+	var overNetlink func() ([]conntrack.Stats, error)
+	if netlinkStats != nil {
+		overNetlink = func() ([]conntrack.Stats, error) {
+			per, err := netlinkStats()
 			if err != nil {
-				c.statsErr = fmt.Errorf("%s: %w", p, err)
-				break
+				return nil, fmt.Errorf("no /proc/net/stat/nf_conntrack, and over netlink: %w", err)
 			}
-			statData = b
-			break
-		}
-		return nil
-	})
-	c.at = time.Now()
-	if err != nil {
-		return c, err
-	}
-	var per []conntrack.Stats
-	switch {
-	case statData != nil:
-		per, err = host.ParseProcStats(bytes.NewReader(statData))
-		if err != nil {
-			c.statsErr = fmt.Errorf("/proc/net/stat/nf_conntrack: %w", err)
-		}
-	case statMissing && netlinkStats != nil:
-		per, err = netlinkStats()
-		if err != nil {
-			c.statsErr = fmt.Errorf("no /proc/net/stat/nf_conntrack, and over netlink: %w", err)
+			return per, nil
 		}
 	}
-	if c.statsErr == nil && per != nil {
-		s := conntrack.SumStats(per)
-		c.stats = &s
-	}
-	return c, nil
-}
-
-// readFirstInt reads the first of the files that exists as one integer
-// (-1 when none does or it holds no number).
-func readFirstInt(files []string) int64 {
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
-		if err != nil {
-			return -1
-		}
-		return v
-	}
-	return -1
+	t, err := host.ReadTableCounters(path, overNetlink)
+	c := counters{at: t.At, count: t.Count, max: t.Max, buckets: t.Buckets, events: t.Events, stats: t.Stats, statsErr: t.StatsErr}
+	return c, err
 }
 
 // rates are per-second rates of the per-CPU counters between two
