@@ -371,7 +371,7 @@ func table(p painter, s section, total int64, countW, maxKey int) []string {
 		if total > 0 {
 			share = float64(r.v) / float64(total)
 		}
-		out = append(out, fmt.Sprintf("  %s %*s %s %4s", Pad(TruncateMiddle(r.k, kw), kw), countW, num(r.v), bar(share, 10), pctStr(share)))
+		out = append(out, fmt.Sprintf("  %s %*s %s %4s", Pad(TruncateMiddle(r.k, kw), kw), countW, num(r.v), Bar(share, 10), pctStr(share)))
 	}
 	if len(s.rows) == 0 {
 		out = append(out, p.dim("  (none)"))
@@ -415,7 +415,7 @@ func (t *textWriter) namespaces(r *analyze.Report) {
 		case u >= 0.75:
 			lvl = analyze.Warning
 		}
-		t.line(fmt.Sprintf("%s%9s %s %5s", head, num(n.Count), p.sev(lvl, bar(u, barW)), pctStr(u)))
+		t.line(fmt.Sprintf("%s%9s %s %5s", head, num(n.Count), p.sev(lvl, Bar(u, barW)), pctStr(u)))
 	}
 	t.blank()
 }
@@ -651,7 +651,13 @@ func mapRows(m map[string]int64) []row {
 	return rows
 }
 
-func bar(frac float64, width int) string {
+// Bar draws frac (0 to 1, clamped) as width cells of block elements, in
+// eighths of a cell: the bars of the report and of top. A width of 0 or
+// less is "".
+func Bar(frac float64, width int) string {
+	if width <= 0 {
+		return ""
+	}
 	frac = min(max(frac, 0), 1)
 	eighths := int(frac*float64(width)*8 + 0.5)
 	full, part := eighths/8, eighths%8
@@ -663,7 +669,7 @@ func bar(frac float64, width int) string {
 	return s + strings.Repeat(" ", width-full)
 }
 
-func gauge(frac float64, width int) string { return "[" + bar(frac, width) + "]" }
+func gauge(frac float64, width int) string { return "[" + Bar(frac, width) + "]" }
 
 func pctStr(x float64) string {
 	switch {

@@ -43,8 +43,8 @@ func TestTextLeadsWithVerdict(t *testing.T) {
 
 func TestBar(t *testing.T) {
 	for frac, want := range map[float64]string{0: "          ", 1: "██████████", 0.5: "█████     ", 0.05: "▌         ", 2: "██████████"} {
-		if got := bar(frac, 10); got != want {
-			t.Errorf("bar(%v) = %q, want %q", frac, got, want)
+		if got := Bar(frac, 10); got != want {
+			t.Errorf("Bar(%v) = %q, want %q", frac, got, want)
 		}
 	}
 	if got := num(1234567); got != "1,234,567" {

@@ -100,22 +100,6 @@ func shortDuration(d time.Duration) string {
 	return ">99d"
 }
 
-// bar draws frac (0 to 1) as width cells of block elements.
-func bar(frac float64, width int) string {
-	if width <= 0 {
-		return ""
-	}
-	frac = min(max(frac, 0), 1)
-	eighths := int(frac*float64(width)*8 + 0.5)
-	full, part := eighths/8, eighths%8
-	s := strings.Repeat("█", full)
-	if part > 0 && full < width {
-		s += string([]rune("▏▎▍▌▋▊▉")[part-1])
-		full++
-	}
-	return s + strings.Repeat(" ", width-full)
-}
-
 // spark draws a series right-aligned in width cells: one cell a sample
 // while they fit, the newest at the right; merged (by maximum) to fit
 // when there are more. top scales it (0: the series' maximum).

@@ -16,6 +16,7 @@ import (
 	"charm.land/lipgloss/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/watch"
 )
 
@@ -669,7 +670,7 @@ func TestFormat(t *testing.T) {
 		{timeToFull(-1, 100), "not filling up"}, {timeToFull(0, 100), "FULL now"}, {timeToFull(time.Minute, 0), "limit unknown"},
 		{shortDuration(45 * time.Second), "45s"}, {shortDuration(192 * time.Second), "3m12s"},
 		{shortDuration(2*time.Hour + 5*time.Minute), "2h05m"}, {shortDuration(76 * time.Hour), "3d04h"}, {shortDuration(2000 * time.Hour), "83d08h"}, {shortDuration(3000 * time.Hour), ">99d"},
-		{bar(0.5, 4), "██  "}, {bar(0.2, 10), "██        "}, {bar(0.0625, 2), "▏ "}, {bar(2, 3), "███"},
+		{render.Bar(0.5, 4), "██  "}, {render.Bar(0.2, 10), "██        "}, {render.Bar(0.0625, 2), "▏ "}, {render.Bar(2, 3), "███"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -9,6 +9,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/ctdoctor/ctdoctor/analyze"
+	"github.com/ctdoctor/ctdoctor/render"
 	"github.com/ctdoctor/ctdoctor/watch"
 )
 
@@ -190,7 +191,7 @@ func (p *painter) gauge() string {
 	case f.Usage >= 0.75:
 		barStyle = st.warn
 	}
-	return p.line(label + "[" + barStyle.Render(bar(f.Usage, gw)) + "]" + rest + ttfStyle.Render(ttf))
+	return p.line(label + "[" + barStyle.Render(render.Bar(f.Usage, gw)) + "]" + rest + ttfStyle.Render(ttf))
 }
 
 // rates is the counters' line.
