@@ -38,13 +38,7 @@ type Conn struct {
 
 // Open opens a NETLINK_NETFILTER socket in the network namespace at nsPath ("" = the caller's).
 func Open(nsPath string) (*Conn, error) {
-	var fd int
-	var err error
-	if nsPath == "" {
-		fd, err = newSocket()
-	} else {
-		fd, err = socketInNetns(nsPath)
-	}
+	fd, err := openSocket(nsPath)
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +48,15 @@ func Open(nsPath string) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// openSocket opens a NETLINK_NETFILTER socket in the network namespace at
+// nsPath ("" = the caller's): [Open]'s and [OpenEvents]'s.
+func openSocket(nsPath string) (int, error) {
+	if nsPath == "" {
+		return newSocket()
+	}
+	return socketInNetns(nsPath)
 }
 
 func newSocket() (int, error) {

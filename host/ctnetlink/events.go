@@ -158,13 +158,7 @@ func OpenEvents(nsPath string, opt EventOptions) (*Events, error) {
 	if opt.ReadBuffer == 0 {
 		opt.ReadBuffer = DefaultEventBuffer
 	}
-	var fd int
-	var err error
-	if nsPath == "" {
-		fd, err = newSocket()
-	} else {
-		fd, err = socketInNetns(nsPath)
-	}
+	fd, err := openSocket(nsPath)
 	if err != nil {
 		return nil, err
 	}
