@@ -82,6 +82,10 @@ func longReport(t *testing.T) *analyze.Report {
 				"nft add chain inet ctdoctor_raw prerouting '{ type filter hook prerouting priority raw; }'   # the raw hook runs before conntrack sees the packet",
 				"nft add rule inet ctdoctor_raw prerouting ip6 saddr 2001:db8:85a3:1234:5678:8a2e:0:7334 udp dport 53 notrack",
 				"echo " + longWord + " >> /etc/sysctl.d/90-conntrack.conf",
+				// An nft batch as the planner prints it: one argument, a line a command.
+				"ip netns exec demo nft '\ninsert rule inet fw input position 2 iif \"lo\" tcp sport 8081 tcp flags & (syn | ack) != syn ct state untracked accept comment \"ctdoctor notrack lo\"\n" +
+					"create table inet ctdoctor_notrack_lo\nadd chain inet ctdoctor_notrack_lo output { type filter hook output priority -300; policy accept; }\n" +
+					"add rule inet ctdoctor_notrack_lo output oif \"lo\" tcp dport 8081 notrack comment \"ctdoctor notrack lo\"'",
 				"conntrack: {maxPerCore: 65536, min: 262144, tcpEstablishedTimeout: 2h, tcpCloseWaitTimeout: 1h}   # kube-proxy's configuration, not a shell command",
 			}}},
 		Warnings: []string{"entries: reading the table over netlink failed after 1,234,567 entries: the socket's receive buffer overflowed (ENOBUFS); the breakdown covers the entries read before it"},
@@ -313,7 +317,9 @@ func TestFixCommandsRunAsPrinted(t *testing.T) {
 					continue
 				}
 				text := lines[i][j+4:]
-				for strings.HasSuffix(lines[i], lineJoin) && i+1 < len(lines) {
+				// A trailing backslash or a quote left open (an nft batch)
+				// pulls in the next line.
+				for _, _, ok := shellCommand(text); !ok && i+1 < len(lines); _, _, ok = shellCommand(text) {
 					i++
 					text += "\n" + lines[i]
 					broken++
@@ -346,9 +352,29 @@ func TestFixCommandsRunAsPrinted(t *testing.T) {
 	if broken == 0 {
 		t.Fatal("no command was broken over lines: the test checks nothing")
 	}
+	// An nft batch is printed indented, its long lines broken with a
+	// backslash inside the quotes: bash must give nft the same words but
+	// for blanks nft skips (at the start of a line, a backslash and a
+	// newline between words).
+	nfts := 0
+	for i := range orig {
+		if !nftBatch(strings.Split(orig[i], "\n")) {
+			continue
+		}
+		nfts++
+		if want, got := nftWords(t, bash, orig[i]), nftWords(t, bash, printed[i]); want != got {
+			t.Errorf("printed nft batch reads differently:\nprinted:\n%s\ngot:  %q\nwant: %q", printed[i], got, want)
+		}
+	}
+	if nfts == 0 {
+		t.Fatal("no nft batch among the commands")
+	}
 	parse := func(cmds []string) []string {
 		var script strings.Builder
 		for i, c := range cmds {
+			if nftBatch(strings.Split(c, "\n")) {
+				c = ":" // compared above
+			}
 			fmt.Fprintf(&script, "f%d() {\n%s\n}\n", i, c)
 		}
 		script.WriteString("declare -f\n")
@@ -372,4 +398,25 @@ func TestFixCommandsRunAsPrinted(t *testing.T) {
 			t.Errorf("comment of %q: printed %q, want %q", orig[i], printedComments[i], origComments[i])
 		}
 	}
+}
+
+// nftWords is the words bash passes for cmd (run with printf in front, so
+// nothing runs), the last one — an nft batch — as nft reads it: a
+// backslash and a newline a blank, the blanks around and between words
+// one, empty lines none.
+func nftWords(t *testing.T, bash, cmd string) string {
+	t.Helper()
+	out, err := exec.Command(bash, "--norc", "--noprofile", "-c", `printf '%s\0' `+cmd).Output()
+	if err != nil {
+		t.Fatalf("bash: %v\n%s", err, cmd)
+	}
+	words := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	var batch []string
+	for l := range strings.SplitSeq(strings.ReplaceAll(words[len(words)-1], "\\\n", " "), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			batch = append(batch, strings.Join(f, " "))
+		}
+	}
+	words[len(words)-1] = strings.Join(batch, "\n")
+	return strings.Join(words, "\x00")
 }

@@ -166,6 +166,14 @@ func PlanScript(w io.Writer, p *tune.Plan) error {
 				}
 				continue
 			}
+			if strings.Contains(c, "\n") {
+				// An nft batch: its lines indented, long ones broken (as
+				// in the report; nft reads the same batch).
+				for _, l := range Command(c, scriptWidth, "", 2) {
+					b.WriteString(l + "\n")
+				}
+				continue
+			}
 			b.WriteString(c + "\n")
 		}
 	}
@@ -177,9 +185,13 @@ func PlanScript(w io.Writer, p *tune.Plan) error {
 	return err
 }
 
+// scriptWidth is the width PlanScript lays out comments and nft batches
+// for.
+const scriptWidth = 98
+
 // comment writes text as shell comment lines of about 100 columns.
 func comment(b *strings.Builder, text string) {
-	for _, l := range lay(words(text, 96), " ", 96, 94) {
+	for _, l := range lay(words(text, scriptWidth-2), " ", scriptWidth-2, scriptWidth-4) {
 		b.WriteString("# " + l + "\n")
 	}
 }

@@ -589,8 +589,12 @@ func (t *textWriter) fixes(fixes []string) {
 // paste as the same command, the continuation lines indented to column
 // cont (or left of it, down to column 4, for a long word), and its
 // trailing comment wrapped under it. A line that is not a plain command
-// (quotes left open, a heredoc) is left whole.
+// (quotes left open, a heredoc) is left whole. A command of several lines
+// is laid out by commandLines.
 func Command(cmd string, width int, first string, cont int) []string {
+	if strings.Contains(cmd, "\n") {
+		return commandLines(cmd, width, first, cont)
+	}
 	fw := VisibleWidth(first)
 	if fw+VisibleWidth(cmd) <= width {
 		return []string{first + cmd}

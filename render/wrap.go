@@ -163,6 +163,93 @@ func shellCommand(line string) (argv []string, comment string, ok bool) {
 	return argv, "", true
 }
 
+// commandLines lays out a command of several lines for a width of width
+// columns, its first line after first. A command that hands nft a batch
+// in single quotes (see nftBatch) has each line of the batch indented to
+// column cont+2 (nft skips the blanks that start a line) and one too wide
+// broken at the blanks outside double quotes, each part but the last
+// ending in " \\" (inside the single quotes the shell passes the backslash
+// and the newline to nft, which reads them as a blank), the parts after
+// the first indented by four more: pasted as printed it is the same batch.
+// Any other command of several lines is printed as it is, its lines
+// unindented, since inside a quote or a here-document a blank added at
+// the start of a line would change it.
+func commandLines(cmd string, width int, first string, cont int) []string {
+	lines := strings.Split(cmd, "\n")
+	if !nftBatch(lines) {
+		return append([]string{first + lines[0]}, lines[1:]...)
+	}
+	// The words before the quote break as any command's.
+	out := Command(strings.TrimSuffix(lines[0], " '"), width-2, first, cont)
+	out[len(out)-1] += " '"
+	for _, l := range lines[1:] {
+		for i, part := range nftLine(strings.TrimSpace(l), width-cont-2) {
+			col := cont + 2
+			if i > 0 {
+				col += 4
+			}
+			if w := VisibleWidth(part); col+w > width && width-w >= minIndent {
+				col = width - w // a long word: move left to fit
+			}
+			out = append(out, indent(col)+part)
+		}
+	}
+	return out
+}
+
+// nftBatch reports whether the lines of a command hand nft a batch in
+// single quotes: the first line is a plain command whose last word is nft
+// followed by an opening quote, the quote closes at the end of the last
+// line, and no other single quote comes between (so every line of the
+// batch is inside the quotes).
+func nftBatch(lines []string) bool {
+	if len(lines) < 2 {
+		return false
+	}
+	head, ok := strings.CutSuffix(lines[0], " '")
+	if !ok {
+		return false
+	}
+	argv, comment, ok := shellCommand(head)
+	if !ok || comment != "" || len(argv) == 0 || argv[len(argv)-1] != "nft" {
+		return false
+	}
+	body, ok := strings.CutSuffix(strings.Join(lines[1:], "\n"), "'")
+	return ok && !strings.Contains(body, "'")
+}
+
+// nftLine breaks one line of an nft batch for room columns at the blanks
+// outside double quotes, every part but the last ending in " \\", the
+// parts after the first having four columns less (they are indented by
+// four). A line that fits stays whole; a word wider than its line is not
+// broken.
+func nftLine(line string, room int) []string {
+	if VisibleWidth(line) <= room {
+		return []string{line}
+	}
+	var words []string
+	start, quoted := 0, false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '"':
+			quoted = !quoted
+		case (c == ' ' || c == '\t') && !quoted:
+			if i > start {
+				words = append(words, line[start:i])
+			}
+			start = i + 1
+		}
+	}
+	if start < len(line) {
+		words = append(words, line[start:])
+	}
+	parts := lay(words, " ", room-len(lineJoin), room-4-len(lineJoin))
+	for i := range len(parts) - 1 {
+		parts[i] += lineJoin
+	}
+	return parts
+}
+
 // isCommandName reports whether w can name a program or shell builtin:
 // a fix whose first word is something else ("conntrack:", a YAML key) is
 // not shell and is never broken with backslashes.
