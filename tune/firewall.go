@@ -50,9 +50,7 @@ func (f Firewall) PlanNotrack(m analyze.TrafficMatch, _ Target) ([]Step, error) 
 				return nil, fmt.Errorf("nft step %q: not an nft -f here-document: %q", s.What, s.Commands[0])
 			}
 			st.Actions = []Action{{Kind: KindNft, Script: script}}
-			// One line, one batch: pasted indented from a report it still
-			// runs (a here-document's end marker must start its line).
-			st.Commands = []string{pre + "nft " + shellQuote(strings.ReplaceAll(strings.TrimSpace(script), "\n", "; "))}
+			st.Commands = []string{nftCommand(pre, script)}
 		case ruleset.StepIptables:
 			if len(s.Commands) != len(s.Undo) {
 				return nil, fmt.Errorf("iptables step %q: %d commands but %d undo commands", s.What, len(s.Commands), len(s.Undo))
@@ -105,6 +103,20 @@ func stepTitle(m analyze.TrafficMatch, s ruleset.Step) string {
 		return fmt.Sprintf("accept untracked packets of %s first (%s; %s)", what, strings.Join(chains, ", "), via)
 	}
 	return fmt.Sprintf("stop tracking %s: NOTRACK at raw priority (%s)", what, via)
+}
+
+// nftCommand is the shell command that runs an nft batch in one nft
+// invocation (all or nothing), one line of the batch a line: the first
+// line ends in "nft '", the batch follows line by line, and the quote
+// closes at the end of its last line. Inside single quotes the shell
+// passes the newlines to nft, which reads them between commands as in a
+// file, so the command runs as printed; unlike a here-document (whose end
+// marker must start its line) it also runs pasted indented from a report,
+// since nft skips the blanks that start a line (render lays the lines out
+// that way, and breaks a long one with a backslash, which nft reads as a
+// blank).
+func nftCommand(pre, script string) string {
+	return pre + "nft '\n" + strings.ReplaceAll(strings.TrimSpace(script), "'", `'\''`) + "'"
 }
 
 // heredocBody returns the body of "… <<'EOF'\n…\nEOF".

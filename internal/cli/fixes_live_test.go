@@ -32,7 +32,7 @@ func printedCommands(t *testing.T, text, id string) []string {
 			continue
 		}
 		cmd := strings.TrimPrefix(trimmed, "$ ")
-		for strings.HasSuffix(cmd, " \\") && i+1 < len(lines) {
+		for unfinished(cmd) && i+1 < len(lines) {
 			i++
 			cmd += "\n" + lines[i]
 		}
@@ -42,6 +42,33 @@ func printedCommands(t *testing.T, text, id string) []string {
 		t.Fatalf("no printed commands for %s in:\n%s", id, text)
 	}
 	return cmds
+}
+
+// unfinished reports whether a printed command goes on on the next line:
+// it ends in a backslash outside quotes, or a quote is left open (an nft
+// batch in single quotes, a line of the batch a line).
+func unfinished(cmd string) bool {
+	var quote byte
+	for i := 0; i < len(cmd); i++ {
+		switch c := cmd[i]; {
+		case quote == '\'':
+			if c == '\'' {
+				quote = 0
+			}
+		case c == '\\':
+			if i == len(cmd)-1 {
+				return true
+			}
+			i++
+		case quote == '"':
+			if c == '"' {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		}
+	}
+	return quote != 0
 }
 
 // The new user's case: namespace whose firewall is table inet fw (input
