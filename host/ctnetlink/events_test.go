@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -352,34 +351,7 @@ func TestEventsCloseEndsRead(t *testing.T) {
 // TestEventsPermissionDenied subscribes as nobody inside a test
 // namespace: the error wraps ErrPermission and names CAP_NET_ADMIN.
 func TestEventsPermissionDenied(t *testing.T) {
-	ns := newNS(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("skipped: setpriv (util-linux) is not installed, cannot drop privileges")
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Skipf("skipped: cannot find the test binary: %v", err)
-	}
-	dir, err := os.MkdirTemp("", "ctdtest-perm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "ctnetlink.test")
-	if err := copyFile(exe, bin); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		bin, "-test.run=^TestEventsPermissionHelper$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "CTDTEST_PERMISSION_HELPER=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestEventsPermissionHelper") {
-		t.Fatalf("helper as nobody: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
+	runHelperAsNobody(t, "TestEventsPermissionHelper")
 }
 
 func TestEventsPermissionHelper(t *testing.T) {

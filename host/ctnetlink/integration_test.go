@@ -426,6 +426,14 @@ func TestDumpCallbackErrorKeepsConnUsable(t *testing.T) {
 // TestPermissionDenied runs TestPermissionHelper as nobody (no
 // capabilities), inside a test namespace, to see EPERM mapped to ErrPermission.
 func TestPermissionDenied(t *testing.T) {
+	runHelperAsNobody(t, "TestPermissionHelper")
+}
+
+// runHelperAsNobody runs the test named helper of this test binary as
+// nobody (no capabilities, setpriv) inside a fresh test namespace, with
+// CTDTEST_PERMISSION_HELPER=1, and fails unless it passes.
+func runHelperAsNobody(t *testing.T, helper string) {
+	t.Helper()
 	ns := newNS(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("skipped: setpriv (util-linux) is not installed, cannot drop privileges")
@@ -449,10 +457,10 @@ func TestPermissionDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		bin, "-test.run=^TestPermissionHelper$", "-test.v", "-test.count=1")
+		bin, "-test.run=^"+helper+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "CTDTEST_PERMISSION_HELPER=1")
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: TestPermissionHelper") {
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+helper) {
 		t.Fatalf("helper as nobody: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
