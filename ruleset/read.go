@@ -292,16 +292,8 @@ func readUnprivilegedPortStart(path string) (int, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: fmt.Errorf("open network namespace %s: %w", path, err)}
-			return
-		}
-		err = unix.Setns(fd, unix.CLONE_NEWNET)
-		unix.Close(fd)
-		if err != nil {
-			done <- result{err: fmt.Errorf("setns %s: %w", path, err)}
+		if err := joinNetNS(path); err != nil {
+			done <- result{err: err}
 			return
 		}
 		v, err := read()
@@ -331,17 +323,9 @@ func runIn(ctx context.Context, path string, argv ...string) ([]byte, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			done <- result{err: fmt.Errorf("open network namespace %s: %w", path, err)}
-			return
-		}
-		err = unix.Setns(fd, unix.CLONE_NEWNET)
-		unix.Close(fd)
-		if err != nil {
+		if err := joinNetNS(path); err != nil {
 			if errors.Is(err, unix.EPERM) {
-				err = fmt.Errorf("%w: setns %s: %w (entering a network namespace needs CAP_SYS_ADMIN: run as root)", ErrPermission, path, err)
+				err = fmt.Errorf("%w: %w (entering a network namespace needs CAP_SYS_ADMIN: run as root)", ErrPermission, err)
 			}
 			done <- result{err: err}
 			return
@@ -351,6 +335,24 @@ func runIn(ctx context.Context, path string, argv ...string) ([]byte, error) {
 	}()
 	r := <-done
 	return r.out, r.err
+}
+
+// joinNetNS locks the calling goroutine to its OS thread and moves that
+// thread into the network namespace at path, for readUnprivilegedPortStart
+// and runIn. The thread is never unlocked: the runtime discards it when the
+// goroutine exits, so no other goroutine runs in the namespace.
+func joinNetNS(path string) error {
+	runtime.LockOSThread()
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	err = unix.Setns(fd, unix.CLONE_NEWNET)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("setns %s: %w", path, err)
+	}
+	return nil
 }
 
 // run runs a command and returns its standard output; its standard error
