@@ -647,3 +647,196 @@ func TestDriftRelists(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// servers starts n TCP servers on 127.0.0.1 inside the namespace, each
+// writing one byte to every connection and closing it, until the test
+// ends; it returns their addresses.
+func servers(t *testing.T, ns *nstest.NS, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		var l net.Listener
+		err := ns.Do(func() (err error) {
+			l, err = net.Listen("tcp", "127.0.0.1:0") // made on this thread: in the namespace
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		addrs = append(addrs, l.Addr().String())
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					_, _ = c.Write([]byte{'x'})
+					c.Close()
+				}()
+			}
+		}()
+	}
+	return addrs
+}
+
+// churn makes short TCP connections to the servers inside the namespace
+// until the returned function is called, which waits for the last to end
+// and returns how many were made: clients goroutines connect in turn to
+// each server, read its byte and its close, then close. The server
+// closing first leaves the entry in TIME_WAIT with the client's port free
+// again, so with a small net.ipv4.ip_local_port_range the next connection
+// from that port to that server reopens the entry in TIME_WAIT: the
+// kernel ends the old entry and makes a new one of the same tuple.
+func churn(ns *nstest.NS, addrs []string, clients int) (stop func() int) {
+	done := make(chan struct{})
+	made := make(chan int, clients)
+	for i := range clients {
+		go func() {
+			n := 0
+			_ = ns.Do(func() error { // the dialling sockets are made on this thread
+				for j := i; ; j++ {
+					select {
+					case <-done:
+						return nil
+					default:
+					}
+					c, err := net.DialTimeout("tcp", addrs[j%len(addrs)], time.Second)
+					if err != nil {
+						time.Sleep(time.Millisecond) // every port busy for now
+						continue
+					}
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := io.Copy(io.Discard, c); err == nil {
+						n++
+					}
+					c.Close()
+				}
+			})
+			made <- n
+		}()
+	}
+	return func() int {
+		close(done)
+		total := 0
+		for range clients {
+			total += <-made
+		}
+		return total
+	}
+}
+
+// TestTimeWaitReuseMatchesConntrackL: the entries a watcher first lists
+// may have been made when no events were sent (with
+// net.netfilter.nf_conntrack_events=2, the default, while nobody
+// listened; here, made deterministic, while it was 0), and such an entry
+// ends without a destroy event. Under churn that reuses ports in
+// TIME_WAIT, each of them is replaced by a new entry of the same tuple,
+// with another ID: the watcher must count the new entry instead of the
+// old one, not both. The connections go on while the watcher makes its
+// first listing; after they stop and a refresh passes, the watcher's rows
+// and whole table must be conntrack -L's with no listing besides the
+// first: once with the connections going on for seconds after the
+// listing (events only), once with them stopped as soon as the listing
+// ended.
+//
+// The entries made without events are all in TIME_WAIT when listed (the
+// connections made then have ended): such an entry changing state would
+// not say so either, and only a listing could see it.
+func TestTimeWaitReuseMatchesConntrackL(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		after time.Duration // of churn after the first listing
+	}{{"events after the listing", 3 * time.Second}, {"right after the listing", 0}} {
+		t.Run(c.name, func(t *testing.T) { timeWaitReuse(t, c.after) })
+	}
+}
+
+func timeWaitReuse(t *testing.T, after time.Duration) {
+	ns := nstest.New(t, "conntrack", "nft")
+	ns.Track()
+	const ports, nservers = 300, 4
+	ns.Run("sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40299", "net.netfilter.nf_conntrack_events=0")
+	addrs := servers(t, ns, nservers)
+	// Entries without events, in TIME_WAIT, their ports reused already.
+	stop := churn(ns, addrs, 4)
+	time.Sleep(3 * time.Second)
+	conns := stop()
+	quiet := aggregateOf(listConntrack(t, ns), DefaultTopK)
+	if quiet.total < ports || quiet.stateMap["TIME_WAIT"] != quiet.total {
+		t.Fatalf("after %d connections: %d entries, by state %v; want at least %d, all in TIME_WAIT", conns, quiet.total, quiet.stateMap, ports)
+	}
+	// Entries made from now on send events (1, not 2: also before the
+	// watcher subscribes).
+	ns.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_events=1")
+	stop = churn(ns, addrs, 4)
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	src, err := Open(t.Context(), []string{ns.Name}, false, Options{Interval: 200 * time.Millisecond, ListEvery: time.Hour,
+		EventBuffer: 64 << 20, NoReport: true, NoKernelLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	w := src.(*Watch)
+	n := w.nsByLabel(ns.Name)
+	waitListed(t, w, ns.Name)
+	// The most the frames' rows exceed nf_conntrack_count by, while the
+	// first listing is the only one (a listing mends what events missed).
+	var excess int64
+	sampleDone, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			f, _ := w.Frame(ns.Name)
+			var sum int64
+			for _, r := range f.ByState {
+				sum += r.Entries
+			}
+			if n.snapshotStats().listings == 1 {
+				excess = max(excess, sum-f.Count)
+			}
+			select {
+			case <-sampleDone:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	time.Sleep(after)
+	conns = stop()
+	stopped = true
+	time.Sleep(time.Second) // a refresh after the last connection
+	close(sampleDone)
+	<-sampled
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		before := aggregateOf(listConntrack(t, ns), DefaultTopK)
+		f, _ := w.Frame(ns.Name)
+		tabDiff := diffTable(n, before)
+		after := aggregateOf(listConntrack(t, ns), DefaultTopK)
+		st := n.snapshotStats()
+		stable := fmt.Sprint(before) == fmt.Sprint(after)
+		diff := diffFrame(f, before)
+		if st.listings > 1 || st.lost > 0 {
+			t.Fatalf("a listing besides the first (%d, %d for drift; %d event losses) before the watch matched conntrack -L; "+
+				"before it the rows by state summed to up to %d more than nf_conntrack_count; now:\n%s\n%s",
+				st.listings, st.driftLists, st.lost, excess, diff, tabDiff)
+		}
+		if stable && diff == "" && tabDiff == "" && f.Count == before.total {
+			t.Logf("%d entries without events at the start, %d connections; equal at %d entries: %s; rows over the count by up to %d; %+v",
+				quiet.total, conns, f.Count, rowsString(f.ByState), excess, st)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watch never matched conntrack -L (stable between two reads: %v; nf_conntrack_count %d, listed %d):\n%s\n%s",
+				stable, f.Count, before.total, diff, tabDiff)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

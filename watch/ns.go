@@ -88,6 +88,7 @@ type nsStats struct {
 	events     uint64 // events applied
 	newEvents  uint64 // of which new
 	swept      uint64 // entries a listing found gone without an event
+	replaced   uint64 // quiet entries ended by a new entry of their tuple
 	listings   int    // listings finished
 	reports    int    // diagnoses finished
 	lost       int    // event losses reported by the kernel
@@ -134,10 +135,13 @@ type nsWatch struct {
 	listConn          *ctnetlink.Conn // the listers', one at a time
 	listedBeforeStart time.Time       // start of the listing before the last, for the new-ID rate
 
-	mu         sync.Mutex // guards what follows
-	tab        *table
-	listing    bool
-	tomb       tombstones
+	mu      sync.Mutex // guards what follows
+	tab     *table
+	listing bool
+	tomb    tombstones
+	// newDuring: the entries new events made during the listing under
+	// way, by original tuple (tupleKey); see listedFlow.
+	newDuring  map[uint64]uint32
 	newEvents  int64
 	stats      nsStats
 	mode       Mode
@@ -325,6 +329,26 @@ func flowID(f *conntrack.Flow) uint32 {
 	return h.Sum32() | 1
 }
 
+// tupleKey is a 64-bit FNV-1a hash of an entry's original tuple, its
+// protocol, family and zone: what makes an entry unique in the kernel's
+// table (a collision of two live tuples is as likely as 2^-64).
+func tupleKey(f *conntrack.Flow) uint64 {
+	var b [42]byte
+	s, d := f.Orig.Src.As16(), f.Orig.Dst.As16()
+	copy(b[0:], s[:])
+	copy(b[16:], d[:])
+	b[32], b[33], b[34] = byte(f.Family), byte(f.Proto), f.Orig.ICMPType
+	b[35], b[36], b[37] = f.Orig.ICMPCode, byte(f.Orig.SrcPort>>8), byte(f.Orig.SrcPort)
+	b[38], b[39] = byte(f.Orig.DstPort>>8), byte(f.Orig.DstPort)
+	b[40], b[41] = byte(f.Orig.ICMPID>>8), byte(f.Orig.ICMPID)
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h ^ uint64(f.Zone)*1099511628211
+}
+
 // apply applies one event to the table.
 func (n *nsWatch) apply(ev *ctnetlink.Event) {
 	id := flowID(&ev.Flow)
@@ -335,6 +359,19 @@ func (n *nsWatch) apply(ev *ctnetlink.Event) {
 		n.tomb.del(id)
 		n.newEvents++
 		n.stats.newEvents++
+		if n.tab.nquiet > 0 || n.listing {
+			key := tupleKey(&ev.Flow)
+			if old, ok := n.tab.replaceQuiet(id, key, entryOf(&ev.Flow)); ok {
+				n.tomb.add(old, n.tab.gen) // a listing under way may still list it
+				n.stats.replaced++
+			}
+			if n.listing {
+				if n.newDuring == nil {
+					n.newDuring = make(map[uint64]uint32)
+				}
+				n.newDuring[key] = id
+			}
+		}
 	case ctnetlink.EventUpdate:
 		if n.tomb.has(id) {
 			return // delivered after the entry's end
@@ -624,7 +661,7 @@ func (n *nsWatch) dump(tee func(*conntrack.Flow) error) (int64, error) {
 			}
 			id, e := flowID(f), entryOf(f)
 			n.mu.Lock()
-			if n.listedEntry(id, e) {
+			if n.listedFlow(id, e, f) {
 				fresh++
 			}
 			n.mu.Unlock()
@@ -656,12 +693,46 @@ func (n *nsWatch) listedEntry(id uint32, e entry) bool {
 	return !n.tomb.endedIn(id, n.tab.gen) && n.tab.listed(id, e)
 }
 
+// listedFlow is listedEntry for a listed entry f of the kernel's.
+//
+// An entry new to the table is not recorded when a new event during the
+// listing gave its tuple to another entry still in the table: it is
+// older than that one and has ended (the listing's message was read
+// after the event), or it is newer, made while the watch listened, and
+// its own new event is on its way. Else it is marked quiet (see
+// rec.quiet), as no event named it yet.
+func (n *nsWatch) listedFlow(id uint32, e entry, f *conntrack.Flow) bool {
+	if n.tomb.endedIn(id, n.tab.gen) {
+		return false
+	}
+	if !n.subscribed {
+		return n.tab.listed(id, e)
+	}
+	if old, known := n.tab.flows[id]; known { // the usual case: no tuple to hash
+		fresh := n.tab.listedAs(id, e, old, true)
+		if fresh { // another connection under a known ID
+			n.tab.markQuiet(id, tupleKey(f))
+		}
+		return fresh
+	}
+	key := tupleKey(f)
+	if other, ok := n.newDuring[key]; ok {
+		if _, there := n.tab.flows[other]; there {
+			return false
+		}
+	}
+	n.tab.listedAs(id, e, rec{}, false)
+	n.tab.markQuiet(id, key)
+	return true
+}
+
 // finish ends a listing: what it did not see, and no event changed, is
 // gone. A failed listing leaves the table as it is.
 func (n *nsWatch) finish(start, prevStart time.Time, fresh int64, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.listing = false
+	n.newDuring = nil
 	if err != nil {
 		if n.ctx.Err() == nil {
 			n.listErr = err

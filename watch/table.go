@@ -239,6 +239,11 @@ type rec struct {
 	// gen is the listing generation in which the entry was last listed
 	// or changed by an event.
 	gen uint8
+	// quiet: the entry is known from a listing only, no event named it
+	// yet. It may be one the kernel made while nobody listened (with
+	// net.netfilter.nf_conntrack_events=2 those carry no event cache),
+	// and such an entry ends without a destroy event.
+	quiet bool
 }
 
 // entry is what the table needs of a Flow.
@@ -274,6 +279,17 @@ type table struct {
 	src   addrCounter
 	dst   addrCounter
 	svc   counter[svcKey]
+	// quietByTuple finds a quiet entry's ID by its original tuple
+	// (tupleKey): a new entry of the same tuple means the quiet one has
+	// ended, as the kernel holds one entry per tuple — a TCP connection
+	// that reuses the ports of one in TIME_WAIT replaces its entry, and
+	// the old entry, made before anyone listened, sends no destroy event.
+	// Keys of entries that are no longer quiet stay until the next sweep
+	// prunes them; a lookup checks the record. nquiet counts the quiet
+	// entries: with none (the usual case once the entries made before the
+	// subscription are gone) events pay nothing for this.
+	quietByTuple map[uint64]uint32
+	nquiet       int
 }
 
 // newTable returns an empty table with room for about hint entries.
@@ -290,6 +306,10 @@ func (t *table) put(id uint32, e entry, hasState bool) bool {
 		if t.same(old, e) {
 			if hasState && old.state != e.state {
 				t.setState(&old, e.state)
+			}
+			if old.quiet { // it sends events: its end will be told
+				old.quiet = false
+				t.unquiet()
 			}
 			old.gen = t.gen
 			t.flows[id] = old
@@ -316,6 +336,42 @@ func (t *table) setState(r *rec, st uint8) {
 	r.state = st
 }
 
+// markQuiet marks entry id, just listed, as known from a listing only,
+// its original tuple's key being key.
+func (t *table) markQuiet(id uint32, key uint64) {
+	r, ok := t.flows[id]
+	if !ok {
+		return
+	}
+	if !r.quiet {
+		r.quiet = true
+		t.flows[id] = r
+		t.nquiet++
+	}
+	if t.quietByTuple == nil {
+		t.quietByTuple = make(map[uint64]uint32)
+	}
+	t.quietByTuple[key] = id
+}
+
+// replaceQuiet removes the quiet entry of the original tuple of key, of
+// the connection e describes, when there is one other than id: the
+// entry id, new, has taken its tuple, so it has ended. It returns the
+// removed entry's ID.
+func (t *table) replaceQuiet(id uint32, key uint64, e entry) (uint32, bool) {
+	old, ok := t.quietByTuple[key]
+	if !ok || old == id {
+		return 0, false
+	}
+	delete(t.quietByTuple, key)
+	r, ok := t.flows[old]
+	if !ok || !r.quiet || !t.same(r, e) {
+		return 0, false // a stale key
+	}
+	t.remove(old)
+	return old, true
+}
+
 // begin starts a listing: a new generation.
 func (t *table) begin() { t.gen++ }
 
@@ -324,6 +380,12 @@ func (t *table) begin() { t.gen++ }
 // listing, or newer). It reports whether the entry was new to the table.
 func (t *table) listed(id uint32, e entry) bool {
 	old, ok := t.flows[id]
+	return t.listedAs(id, e, old, ok)
+}
+
+// listedAs is listed with the table's record of id looked up already:
+// old, when ok.
+func (t *table) listedAs(id uint32, e entry, old rec, ok bool) bool {
 	switch {
 	case ok && old.gen == t.gen:
 		return false
@@ -352,7 +414,24 @@ func (t *table) sweep() int {
 			n++
 		}
 	}
+	t.pruneQuiet()
 	return n
+}
+
+// unquiet counts a quiet entry less, dropping the index with the last.
+func (t *table) unquiet() {
+	if t.nquiet--; t.nquiet == 0 {
+		t.quietByTuple = nil
+	}
+}
+
+// pruneQuiet drops the keys of entries that are no longer quiet.
+func (t *table) pruneQuiet() {
+	for k, id := range t.quietByTuple {
+		if r, ok := t.flows[id]; !ok || !r.quiet {
+			delete(t.quietByTuple, k)
+		}
+	}
 }
 
 // count adds an entry's counts and returns its record, marked in this
@@ -374,6 +453,9 @@ func (t *table) count(e entry) rec {
 
 // uncount takes a record's counts back.
 func (t *table) uncount(r rec) {
+	if r.quiet {
+		t.unquiet()
+	}
 	t.total--
 	t.proto[r.proto]--
 	if r.proto == uint8(conntrack.TCP) {

@@ -287,3 +287,67 @@ func TestKernelLogBounded(t *testing.T) {
 		t.Errorf("%d events, first %+v, last %+v", len(k), k[0], k[len(k)-1])
 	}
 }
+
+// An entry the kernel made when no events were sent ends without a
+// destroy event; when a connection reuses its ports in TIME_WAIT, the new
+// entry of the same tuple (another ID) takes its place. The watcher
+// counts the new one instead of the old one, whether the new event comes
+// after the listing read the old entry or (the listing's message read
+// late) before; an entry that sends events, or a new entry under the
+// same ID, is kept.
+func TestQuietEntryReplacedByItsTuple(t *testing.T) {
+	o, _ := Options{}.withDefaults()
+	n := &nsWatch{opt: o, prevRows: map[string]map[string]int64{}, ctx: t.Context(), tab: newTable(0), subscribed: true}
+	flow := func(id uint32, sport uint16, st conntrack.TCPState) *conntrack.Flow {
+		return &conntrack.Flow{ID: id, Family: conntrack.IPv4, Proto: conntrack.TCP, State: uint8(st),
+			Orig: conntrack.Tuple{Src: netip.MustParseAddr("127.0.0.1"), Dst: netip.MustParseAddr("127.0.0.1"), SrcPort: sport, DstPort: 80}}
+	}
+	ev := func(typ ctnetlink.EventType, f *conntrack.Flow) {
+		e := &ctnetlink.Event{Type: typ, HasState: typ != ctnetlink.EventDestroy, Flow: *f}
+		n.apply(e)
+	}
+	list := func(fs ...*conntrack.Flow) {
+		for _, f := range fs {
+			n.listedFlow(flowID(f), entryOf(f), f)
+		}
+	}
+	states := func() string {
+		n.publish(time.Now())
+		return fmt.Sprintf("%d %s", n.tab.total, rowsString(n.frame.ByState))
+	}
+	// The first listing: four entries in TIME_WAIT that sent no event.
+	n.listing = true
+	n.tab.begin()
+	list(flow(1, 40001, conntrack.TCPTimeWait), flow(2, 40002, conntrack.TCPTimeWait), flow(3, 40003, conntrack.TCPTimeWait))
+	// Port 40004's entry 4 is replaced by 14 before the listing's message
+	// with entry 4 is read.
+	ev(ctnetlink.EventNew, flow(14, 40004, conntrack.TCPSynSent))
+	list(flow(4, 40004, conntrack.TCPTimeWait))
+	n.finish(time.Now(), time.Time{}, 0, nil)
+	if got, want := states(), "4 TIME_WAIT=3 SYN_SENT=1"; got != want {
+		t.Fatalf("after the listing: %s, want %s", got, want)
+	}
+	if n.tab.nquiet != 3 {
+		t.Errorf("%d quiet entries, want 3", n.tab.nquiet)
+	}
+	// Port 40001 reused: entry 11 replaces 1. Entry 2 sends an update (it
+	// sends events: it is no longer quiet). Port 40003 reused by the same
+	// object: the same ID.
+	ev(ctnetlink.EventNew, flow(11, 40001, conntrack.TCPSynSent))
+	ev(ctnetlink.EventUpdate, flow(2, 40002, conntrack.TCPClose))
+	ev(ctnetlink.EventNew, flow(3, 40003, conntrack.TCPSynSent))
+	if got, want := states(), "4 SYN_SENT=3 CLOSE=1"; got != want {
+		t.Errorf("after port reuse: %s, want %s", got, want)
+	}
+	if n.tab.nquiet != 0 || n.stats.replaced != 1 {
+		t.Errorf("%d quiet entries, %d replaced; want 0 and 1", n.tab.nquiet, n.stats.replaced)
+	}
+	// A second listing sees the same: nothing to sweep, the index freed.
+	n.listing = true
+	n.tab.begin()
+	list(flow(11, 40001, conntrack.TCPSynSent), flow(2, 40002, conntrack.TCPClose), flow(3, 40003, conntrack.TCPSynSent), flow(14, 40004, conntrack.TCPSynSent))
+	n.finish(time.Now(), time.Time{}, 0, nil)
+	if got, want := states(), "4 SYN_SENT=3 CLOSE=1"; got != want || n.stats.swept != 0 || n.tab.quietByTuple != nil {
+		t.Errorf("after the second listing: %s (want %s), %d swept, index %v", got, want, n.stats.swept, n.tab.quietByTuple)
+	}
+}
