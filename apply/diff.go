@@ -264,46 +264,14 @@ func (c *Checked) WriteOperations(w io.Writer) {
 	fmt.Fprintln(w, "Nothing was changed (--dry-run).")
 }
 
-// nftLines breaks one line of an nft batch for a width of room columns
-// at the blanks outside double quotes, every part but the last ending in
-// " \\" (nft reads a backslash at the end of a line as a blank), the
-// continuations indented by four; a line that fits, or has no blank to
-// break at, stays whole.
+// nftLines is render.NftLine with the continuation parts indented by
+// four, as the report prints a batch.
 func nftLines(line string, room int) []string {
-	if render.VisibleWidth(line) <= room {
-		return []string{line}
+	parts := render.NftLine(line, room)
+	for i := 1; i < len(parts); i++ {
+		parts[i] = "    " + parts[i]
 	}
-	var words []string
-	start, quoted := 0, false
-	for i, r := range line {
-		switch {
-		case r == '"':
-			quoted = !quoted
-		case r == ' ' && !quoted:
-			if i > start {
-				words = append(words, line[start:i])
-			}
-			start = i + 1
-		}
-	}
-	if start < len(line) {
-		words = append(words, line[start:])
-	}
-	var out []string
-	cur, limit := "", room-2
-	for _, wd := range words {
-		if cur != "" && render.VisibleWidth(cur)+1+render.VisibleWidth(wd) > limit {
-			out = append(out, cur+" \\")
-			cur, limit = "    "+wd, room-2
-			continue
-		}
-		if cur == "" {
-			cur = wd
-		} else {
-			cur += " " + wd
-		}
-	}
-	return append(out, cur)
+	return parts
 }
 
 // label names an action for progress lines.

@@ -183,7 +183,7 @@ func commandLines(cmd string, width int, first string, cont int) []string {
 	out := Command(strings.TrimSuffix(lines[0], " '"), width-2, first, cont)
 	out[len(out)-1] += " '"
 	for _, l := range lines[1:] {
-		for i, part := range nftLine(strings.TrimSpace(l), width-cont-2) {
+		for i, part := range NftLine(strings.TrimSpace(l), width-cont-2) {
 			col := cont + 2
 			if i > 0 {
 				col += 4
@@ -218,12 +218,12 @@ func nftBatch(lines []string) bool {
 	return ok && !strings.Contains(body, "'")
 }
 
-// nftLine breaks one line of an nft batch for room columns at the blanks
+// NftLine breaks one line of an nft batch for room columns at the blanks
 // outside double quotes, every part but the last ending in " \\", the
 // parts after the first having four columns less (they are indented by
 // four). A line that fits stays whole; a word wider than its line is not
 // broken.
-func nftLine(line string, room int) []string {
+func NftLine(line string, room int) []string {
 	if VisibleWidth(line) <= room {
 		return []string{line}
 	}
